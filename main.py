@@ -1,0 +1,54 @@
+"""Run an experiment: ``python main.py [--config FILE] [key=value ...]``.
+
+Reads ``config.yaml`` (or ``--config FILE``), applies ``key=value`` overrides (values parsed as
+YAML, e.g. ``dataset=ml-1m defense=[none,tcd] repeats=5``), validates everything before any
+work, runs every cell and writes the result files to ``results/<experiment>/``.
+Exit codes: 0 done, 2 bad configuration, 1 any other error (message on one line).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from utils.config import ConfigError, load_config
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="YAML config (default: config.yaml)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+        overrides = args.overrides + (["progress=false"] if args.quiet else [])
+        cfg = load_config(path, overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    from attacks import AttackError
+    from data import DatasetError
+    from models.trainer import NonFiniteLossError
+    from utils.pipeline import run_experiment
+
+    try:
+        out = run_experiment(cfg, argv)
+    except (DatasetError, AttackError, NonFiniteLossError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are saved; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(f"results: {out}/ (tables: {out / 'tables.md'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

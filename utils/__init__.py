@@ -1,0 +1,1 @@
+"""Shared infrastructure: config, metrics, statistics, reporting, seeding, atomic files."""

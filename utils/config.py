@@ -1,0 +1,334 @@
+"""Typed, layered experiment configuration.
+
+Layers, later wins: the dataclass defaults below, the YAML file (``config.yaml`` or
+``--config FILE``), then ``key=value`` overrides from the command line (values parsed as YAML).
+Everything is validated before any work starts: an unknown key (with the closest valid one), a
+wrong type, an unknown component name (with the valid list) or an out-of-range value raises
+:class:`ConfigError` with one line naming the problem and the fix.
+
+A section may be given as a bare string, which sets its ``name`` (``attack: aush``,
+``dataset=ml-1m`` on the command line). Fields typed ``X | list[X]`` are grid coordinates: a list
+runs each value in turn on identical splits and targets.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; its message is one line naming the problem and the fix."""
+
+
+def _range(lo=None, hi=None, lo_open=False, hi_open=False, doc=""):
+    return {"range": (lo, hi, lo_open, hi_open), "doc": doc}
+
+
+@dataclass
+class SyntheticConfig:
+    n_users: int = field(default=300, metadata=_range(2))
+    n_items: int = field(default=200, metadata=_range(2))
+    density: float = field(default=0.08, metadata=_range(0, 1, lo_open=True))
+    rank: int = field(default=4, metadata=_range(1))
+    noise: float = field(default=0.3, metadata=_range(0))
+    max_rating: int = field(default=5, metadata=_range(2, 10))
+
+
+@dataclass
+class DatasetConfig:
+    name: str | list[str] = "ml-100k"
+    root: str | None = None  # folder of raw files; else $ROBUSTREC_DATA; else download
+    cache_dir: str = ".cache"
+    feedback: str = "explicit"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class SplitConfig:
+    positive_threshold: float = field(default=0.8, metadata=_range(0, 1))
+    val_fraction: float = field(default=0.1, metadata=_range(0, 1, lo_open=True, hi_open=True))
+
+
+@dataclass
+class TargetsConfig:
+    kind: str | list[str] = "unpopular"  # random | unpopular | list
+    count: int = field(default=5, metadata=_range(1, 100))
+    items: list[int] | None = None  # explicit 0-based item ids, used when kind == "list"
+    unpopular_below: int = field(default=5, metadata=_range(1))
+
+
+@dataclass
+class AttackConfig:
+    name: str | list[str] = "random"
+    size: float | list[float] = field(default=0.03, metadata=_range(0, 0.5, lo_open=True))
+    knowledge_cost: float | list[float] = field(default=0.4, metadata=_range(0, 1, lo_open=True))
+    filler_size: int | None = field(default=None, metadata=_range(1))
+    options: dict = field(default_factory=dict)  # per-attack options: {aush: {epochs: 150}}
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mf"
+    dim: int = field(default=128, metadata=_range(1))
+    epochs: int = field(default=40, metadata=_range(1))
+    batch_size: int = field(default=2048, metadata=_range(1))
+    lr: float = field(default=1e-3, metadata=_range(0, lo_open=True))
+    reg: float = field(default=0.005, metadata=_range(0))
+    optimizer: str = "adam"
+
+
+@dataclass
+class DefenseConfig:
+    name: str | list[str] = "none"
+    options: dict = field(default_factory=dict)  # per-defense options: {at: {eps: 0.03}}
+
+
+@dataclass
+class EvaluationConfig:
+    k: int = field(default=50, metadata=_range(1))
+    batch_users: int = field(default=1024, metadata=_range(1))
+
+
+@dataclass
+class ExperimentConfig:
+    experiment: str = "default"
+    seed: int = field(default=0, metadata=_range(0))
+    repeats: int = field(default=1, metadata=_range(1, 1000))
+    device: str = "auto"
+    progress: bool = True
+    results_dir: str = "results"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{where}[{n}]") for n, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+        if value is None:
+            return {}
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _check_range(value: Any, meta: dict, where: str) -> None:
+    if "range" not in meta or value is None:
+        return
+    lo, hi, lo_open, hi_open = meta["range"]
+    for v in value if isinstance(value, list) else [value]:
+        bad = (lo is not None and (v < lo or (lo_open and v == lo))) or (
+            hi is not None and (v > hi or (hi_open and v == hi)))
+        if bad:
+            left = "(" if lo_open else "["
+            right = ")" if hi_open else "]"
+            span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+            raise ConfigError(f"{where}: {v!r} is out of range; use a value in {span}")
+
+
+def unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+    return ConfigError(f"{where}{key}: unknown key; {hint}")
+
+
+def build(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    names = [f.name for f in dataclasses.fields(cls)]
+    if isinstance(data, (str, list)) and "name" in names:
+        data = {"name": data}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    prefix = f"{where}." if where else ""
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise unknown_key_error(str(key), names, prefix)
+        fld = next(f for f in dataclasses.fields(cls) if f.name == key)
+        coerced = _coerce(value, hints[key], prefix + key)
+        _check_range(coerced, fld.metadata, prefix + key)
+        kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> Any:
+    return dataclasses.asdict(cfg)
+
+
+def as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key=value, e.g. dataset=ml-1m")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if isinstance(child, (str, list)):
+            child = {"name": child}  # a section given as a bare name
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing file with --config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path}: invalid YAML{pos}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping of keys to values")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Defaults ← YAML file ← overrides, then full validation (names included)."""
+    tree = read_yaml(path) if path is not None else {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(tree, keys, value)
+    cfg = build(ExperimentConfig, tree)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(tree: dict) -> ExperimentConfig:
+    cfg = build(ExperimentConfig, tree)
+    validate(cfg)
+    return cfg
+
+
+def _check_name(value: str, valid: list[str], where: str) -> None:
+    if value not in valid:
+        close = difflib.get_close_matches(value, valid, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{where}: unknown name '{value}'{hint}; valid: {', '.join(valid)}")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check component names, choices and per-component options against the registries."""
+    from attacks import ATTACKS
+    from data import DATASETS
+    from defenses import DEFENSES
+    from models import MODELS
+
+    for name in as_list(cfg.dataset.name):
+        _check_name(name, sorted(DATASETS), "dataset.name")
+    for name in as_list(cfg.attack.name):
+        _check_name(name, sorted(ATTACKS), "attack.name")
+    for name in as_list(cfg.defense.name):
+        _check_name(name, sorted(DEFENSES), "defense.name")
+    _check_name(cfg.model.name, sorted(MODELS), "model.name")
+    _check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
+    _check_name(cfg.model.optimizer, ["adam", "adadelta", "sgd"], "model.optimizer")
+    _check_name(cfg.device, ["auto", "cpu", "cuda"], "device")
+    for kind in as_list(cfg.targets.kind):
+        _check_name(kind, ["random", "unpopular", "list"], "targets.kind")
+    if "list" in as_list(cfg.targets.kind):
+        if not cfg.targets.items:
+            raise ConfigError("targets.items: kind 'list' needs a non-empty list of item ids")
+        if any(i < 0 for i in cfg.targets.items):
+            raise ConfigError("targets.items: item ids are 0-based and must be >= 0")
+    for section, registry, where in ((cfg.attack, ATTACKS, "attack"),
+                                     (cfg.defense, DEFENSES, "defense")):
+        for name, options in section.options.items():
+            if name not in registry:
+                _check_name(str(name), sorted(registry), f"{where}.options")
+            registry[name].parse_options(options, f"{where}.options.{name}")
+    if not cfg.experiment or any(c in cfg.experiment for c in "/\\") or cfg.experiment in (".", ".."):
+        raise ConfigError(f"experiment: '{cfg.experiment}' must be a plain folder name")
+
+
+def options_from(cls: type, data: Any, where: str) -> Any:
+    """Parse a component's options dataclass (used by attacks and defenses)."""
+    return build(cls, data or {}, where)
+
+
+def dump_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
