@@ -2,11 +2,19 @@
 here; ``defense: <name>`` in a config then builds it."""
 from __future__ import annotations
 
+from .at import AdversarialTraining
 from .base import Defense, TrainingData
 from .none import NoDefense
+from .pamacf import PamaCF
+from .rat import RandomAdversarialTraining
+from .vat import VAT
 
 DEFENSES: dict[str, type[Defense]] = {
     "none": NoDefense,
+    "at": AdversarialTraining,
+    "rat": RandomAdversarialTraining,
+    "pamacf": PamaCF,
+    "vat": VAT,
 }
 
 __all__ = ["DEFENSES", "Defense", "TrainingData"]

@@ -12,6 +12,8 @@ from .base import Recommender, glorot_uniform
 
 
 class MF(Recommender):
+    emb_roles = ["user", "item"]
+
     def __init__(self, n_users: int, n_items: int, dim: int, generator: torch.Generator,
                  **_: object) -> None:
         super().__init__()

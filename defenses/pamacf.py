@@ -1,0 +1,30 @@
+"""PamaCF (Zhang et al., NeurIPS 2024; ``Kaike-Zhang/PamaCF``): APR with a per-user magnitude
+from the user embedding norm, ε_u = ε · 2 · sigmoid(‖p_u‖² / mean_batch ‖p‖² − 1); an average
+user gets ε, users with larger embeddings up to 2ε; item rows take their sample's user's ε."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .adversarial import AdversarialDefense, AdversarialOptions, user_rows
+
+
+@dataclass
+class PamaCFOptions(AdversarialOptions):
+    eps: float = 0.5  # the authors' MF defaults are 0.5–0.9 by dataset
+
+
+def norm_scaled_eps(eps: float, user_embs: torch.Tensor) -> torch.Tensor:
+    sq = user_embs.detach().pow(2).sum(-1, keepdim=True)
+    return eps * 2.0 * torch.sigmoid(sq / sq.mean().clamp_min(1e-12) - 1.0)
+
+
+class PamaCF(AdversarialDefense):
+    name = "pamacf"
+    Options = PamaCFOptions
+
+    def row_eps(self, trainer, embs, users, items, sample_losses):
+        is_user = user_rows(trainer.model, embs)
+        eps_u = norm_scaled_eps(trainer.eps, embs[is_user.index(True)])
+        return [eps_u for _ in embs]
