@@ -18,7 +18,7 @@ def generate(n_users: int, n_items: int, density: float, rank: int, noise: float
     user_f = rng.normal(size=(n_users, rank))
     item_f = rng.normal(size=(n_items, rank))
     item_bias = rng.normal(scale=0.5, size=n_items)
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 1.2
     popularity = popularity[rng.permutation(n_items)]
     activity = rng.lognormal(sigma=0.6, size=n_users)
     n_pairs = max(int(density * n_users * n_items), 5 * n_users)

@@ -1,0 +1,102 @@
+"""Config validation: every bad input is one clear line, exit code 2, nothing written."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from utils.config import ConfigError, config_from_dict, load_config
+
+
+def error_of(tree: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tree)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_are_the_tcd_protocol():
+    cfg = config_from_dict({})
+    assert (cfg.model.dim, cfg.model.batch_size, cfg.model.epochs) == (128, 2048, 40)
+    assert (cfg.model.lr, cfg.model.reg, cfg.evaluation.k) == (1e-3, 0.005, 50)
+    assert (cfg.attack.size, cfg.attack.knowledge_cost, cfg.targets.count) == (0.03, 0.4, 5)
+
+
+def test_unknown_key_suggests_the_closest():
+    assert "did you mean 'epochs'" in error_of({"model": {"epoch": 3}})
+    assert "did you mean 'repeats'" in error_of({"repeat": 3})
+
+
+def test_wrong_type():
+    msg = error_of({"model": {"dim": "big"}})
+    assert "model.dim" in msg and "expected int" in msg
+    assert "expected bool" in error_of({"progress": "yes"})
+
+
+def test_unknown_names_list_the_valid_ones():
+    msg = error_of({"attack": {"name": ["random", "aushh"]}})
+    assert "attack.name" in msg and "valid:" in msg and "random" in msg
+    assert "valid:" in error_of({"dataset": "movielens"})
+    assert "valid:" in error_of({"defense": {"name": "tcdd"}})
+    assert "valid:" in error_of({"model": {"name": "svd"}})
+
+
+@pytest.mark.parametrize("size", [0, -0.1, 0.51, [0.03, 0.6]])
+def test_attack_size_out_of_range(size):
+    assert "attack.size" in error_of({"attack": {"size": size}})
+
+
+def test_other_ranges_and_option_checks():
+    assert "knowledge_cost" in error_of({"attack": {"knowledge_cost": 1.5}})
+    assert "repeats" in error_of({"repeats": 0})
+    assert "evaluation.k" in error_of({"evaluation": {"k": 0}})
+    assert "targets.items" in error_of({"targets": {"kind": "list"}})
+    assert "did you mean 'n_selected'" in error_of(
+        {"attack": {"options": {"bandwagon": {"n_selectd": 4}}}})
+
+
+def test_section_as_bare_name_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("attack: average\nmodel:\n  dim: 16\n")
+    cfg = load_config(path, ["dataset=filmtrust", "model.epochs=3", "defense=[none,at]"])
+    assert cfg.attack.name == "average" and cfg.dataset.name == "filmtrust"
+    assert (cfg.model.dim, cfg.model.epochs) == (16, 3)
+    assert cfg.defense.name == ["none", "at"]
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  dim: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
+        load_config(path)
+
+
+def run_main(*args, cwd):
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args", [
+    ["model.epoch=3"], ["model.dim=abc"], ["attack=nonexistent"], ["attack.size=0"],
+    ["attack.size=0.7"], ["dataset=nope"], ["notakey"],
+])
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, args):
+    results = tmp_path / "results"
+    (results / "previous").mkdir(parents=True)
+    (results / "previous" / "runs.csv").write_text("kept\n")
+    proc = run_main(f"results_dir={results}", "dataset.name=synthetic", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("config error:")
+    assert sorted(p.name for p in results.iterdir()) == ["previous"]
+    assert (results / "previous" / "runs.csv").read_text() == "kept\n"
+
+
+def test_cli_bad_yaml_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [\n")
+    proc = run_main("--config", str(bad), cwd=tmp_path)
+    assert proc.returncode == 2 and "invalid YAML" in proc.stderr

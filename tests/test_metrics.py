@@ -1,0 +1,118 @@
+"""Evaluator metrics on hand-computed cases (protocol.md §4)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from data.ratings import Interactions, RatingScale, Split
+from utils.metrics import Evaluator, prediction_shift, rank_shift
+
+
+class FixedScores(torch.nn.Module):
+    """A 'model' that returns a given score matrix (rows: users incl. fake ones)."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = torch.as_tensor(scores, dtype=torch.float32)
+
+    def score_all(self, users):
+        return self.scores[users]
+
+
+def make_split(train_pairs, val_pairs, test_items, test_ratings, n_users, n_items):
+    tr = np.array(train_pairs).reshape(-1, 2)
+    va = np.array(val_pairs).reshape(-1, 2)
+    return Split(Interactions(tr[:, 0], tr[:, 1], np.full(len(tr), 0.6)),
+                 Interactions(va[:, 0], va[:, 1], np.full(len(va), 0.6)),
+                 np.array(test_items), np.array(test_ratings, dtype=np.float32),
+                 n_users, n_items, RatingScale(5.0, 5))
+
+
+@pytest.fixture
+def case():
+    # 3 real users, 6 items; target items 4 and 5.
+    # user 0: rated 0 (train), 1 (val); test item 2. Scores: item 0 highest but masked.
+    # user 1: rated 4 (train) → not eligible for target 4; test item 3.
+    # user 2: no positive → no test item; rated 0.
+    split = make_split([(0, 0), (1, 4), (2, 0)], [(0, 1)], [2, 3, -1], [1.0, 0.8, 0.0], 3, 6)
+    scores = np.array([
+        [9.0, 8.0, 5.0, 6.0, 7.0, 1.0],    # u0: unmasked order 4(7),3(6),2(5),5(1)
+        [0.0, 1.0, 2.0, 3.0, 9.0, -2.0],   # u1: item 4 masked; a negative score on item 5
+        [5.0, 4.0, 3.0, 2.0, 1.0, 0.5],    # u2
+        [0.0, 0.0, 0.0, 0.0, 99.0, 99.0],  # a fake user: must never count
+    ])
+    return split, FixedScores(scores)
+
+
+def test_hit_ratio_ndcg_and_mse_on_hand_computed_case(case):
+    split, model = case
+    ev = Evaluator(split, np.array([4, 5]), k=2)
+    m = ev.evaluate(model).metrics
+    # u0: test item 2 has rank 2 (0-based: items 4 and 3 above) → miss at K=2.
+    # u1: test item 3 has rank 0 (item 4 masked) → hit; NDCG = 1/log2(2) = 1.
+    assert m["hr@2"] == pytest.approx(0.5)
+    assert m["ndcg@2"] == pytest.approx(0.5)
+    # MSE on the original scale (scores are normalized predictions, × 5): u0 predicts
+    # 5.0 × 5 for a 5, u1 3.0 × 5 for a 4.
+    assert m["test_mse"] == pytest.approx(((25 - 5) ** 2 + (15 - 4) ** 2) / 2)
+    assert m["test_rmse"] == pytest.approx(math.sqrt(260.5))
+
+
+def test_target_hit_ratio_uses_eligible_real_users_only(case):
+    split, model = case
+    m = Evaluator(split, np.array([4, 5]), k=2).evaluate(model).metrics
+    # Target 4: eligible u0 (rank 0 → hit) and u2 (rank 3 → miss); u1 rated it → excluded.
+    # Target 5: eligible u0 (rank 3), u1 (rank 4: −2 is the lowest unmasked score), u2 (rank 4).
+    assert m["target_hr@2"] == pytest.approx((1 / 2 + 0 / 3) / 2)
+    # TCD's variant: hits over all real users × targets.
+    assert m["target_hr_all@2"] == pytest.approx(1 / 6)
+    # Average rank (1-based) over the five eligible pairs: 1, 4 (target 4); 4, 5, 5 (target 5).
+    assert m["avg_target_rank"] == pytest.approx((1 + 4 + 4 + 5 + 5) / 5)
+
+
+def test_masked_items_never_count_even_with_top_scores(case):
+    split, model = case
+    res = Evaluator(split, np.array([4]), k=1).evaluate(model)
+    # u1 scores item 4 highest (9.0) but rated it: masked, not eligible, not a hit.
+    assert not res.eligible[1, 0]
+    assert res.target_ranks[1, 0] == -1
+    # u0's test item 2 would be rank 4 without masking items 0 and 1; with masking, rank 2.
+    assert Evaluator(split, np.array([4]), k=3).evaluate(model).metrics["hr@3"] == 1.0
+
+
+def test_user_who_rated_target_in_test_is_not_eligible():
+    split = make_split([(0, 0), (1, 0)], [], [3, 1], [1.0, 1.0], 2, 4)
+    model = FixedScores(np.array([[0, 1, 2, 3.0], [0, 3, 2, 1.0]]))
+    res = Evaluator(split, np.array([3]), k=1).evaluate(model)
+    assert res.eligible[:, 0].tolist() == [False, True]
+    assert res.metrics["target_hr@1"] == 0.0  # u1 ranks item 3 last
+
+
+def test_ties_are_pessimistic():
+    split = make_split([(0, 0)], [], [1], [1.0], 1, 4)
+    model = FixedScores(np.zeros((1, 4)))
+    m = Evaluator(split, np.array([2]), k=1).evaluate(model).metrics
+    assert m["hr@1"] == 0.0 and m["target_hr@1"] == 0.0
+
+
+def test_prediction_and_rank_shift(case):
+    split, model = case
+    ev = Evaluator(split, np.array([5]), k=2)
+    clean = ev.evaluate(model)
+    boosted = model.scores.clone()
+    boosted[:3, 5] += 10.0  # the target jumps to the top of every real user's list
+    attacked = ev.evaluate(FixedScores(boosted))
+    assert prediction_shift(attacked, clean, 5.0) == pytest.approx(50.0)
+    # Ranks before: u0 3, u1 4, u2 4 → after: 0 for all.
+    assert sorted(rank_shift(attacked, clean).tolist()) == [3, 4, 4]
+    assert attacked.metrics["target_hr@2"] == 1.0
+
+
+def test_batched_evaluation_matches_single_batch(case):
+    split, model = case
+    a = Evaluator(split, np.array([4, 5]), k=2, batch_users=1).evaluate(model).metrics
+    b = Evaluator(split, np.array([4, 5]), k=2, batch_users=100).evaluate(model).metrics
+    assert a == b

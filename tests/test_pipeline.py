@@ -1,0 +1,92 @@
+"""End to end on synthetic data: result files, reproducibility, attacks that work, errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, small_tree
+from utils.config import config_from_dict
+from utils.pipeline import run_experiment
+
+
+def without_timings(path) -> str:
+    runs = pd.read_csv(path)
+    return runs[[c for c in runs.columns if not c.startswith("seconds_")]].to_csv(index=False)
+
+
+def test_result_files_and_table_layout(small_config):
+    cfg = small_config(attack={"name": ["random", "bandwagon"]}, targets={"kind": ["unpopular",
+                                                                                  "random"]})
+    out = run_experiment(cfg)
+    for name in ("runs.csv", "summary.csv", "tables.md", "config.yaml", "meta.json"):
+        assert (out / name).is_file(), name
+    runs = pd.read_csv(out / "runs.csv")
+    # Origin + 2 attacks, for 2 target kinds, one seed.
+    assert len(runs) == 6 and set(runs.attack) == {"none", "random", "bandwagon"}
+    assert {"hr@10", "target_hr@10", "prediction_shift", "seconds_train", "ri"} <= set(runs)
+    # The fake users never reach the metrics: origin and attacks share the real-user count.
+    assert (runs[runs.attack != "none"].n_fake == int(300 * 0.05)).all()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["master_seed"] == 3 and "torch" in meta and meta["cells"] == 6
+    tables = (out / "tables.md").read_text()
+    assert "| random |" in tables and "unpopular: Origin" in tables and "Target HR@10" in tables
+
+
+def test_same_config_and_seed_give_identical_runs(tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        tree = small_tree(tmp_path / name, attack={"name": ["average", "segment"]})
+        outs.append(run_experiment(config_from_dict(tree)))
+    assert without_timings(outs[0] / "runs.csv") == without_timings(outs[1] / "runs.csv")
+    other = small_tree(tmp_path / "c", seed=4, attack={"name": ["average", "segment"]})
+    assert without_timings(run_experiment(config_from_dict(other)) / "runs.csv") != \
+        without_timings(outs[0] / "runs.csv")
+
+
+def test_heuristic_attacks_raise_target_hit_ratio(small_config):
+    cfg = small_config(attack={"name": ["random", "average", "bandwagon", "segment"],
+                               "size": 0.15}, repeats=2)
+    runs = pd.read_csv(run_experiment(cfg) / "runs.csv")
+    mean = runs.groupby("attack")["target_hr@10"].mean()
+    for attack in ("random", "average", "bandwagon", "segment"):
+        assert mean[attack] > mean["none"] + 0.01, (attack, mean.to_dict())
+
+
+def test_fake_profiles_are_cached_and_reused(small_config):
+    cfg = small_config()
+    out = run_experiment(cfg)
+    first = pd.read_csv(out / "runs.csv")
+    cached = list((cfg.dataset.cache_dir and __import__("pathlib").Path(cfg.dataset.cache_dir)
+                   / "profiles").glob("random-*.npz"))
+    assert len(cached) == 1
+    for cell in (out / "cells").glob("*.json"):
+        cell.unlink()  # force recomputation of the cells; profiles come from the cache
+    second = pd.read_csv(run_experiment(cfg) / "runs.csv")
+    assert first["target_hr@10"].tolist() == second["target_hr@10"].tolist()
+
+
+def test_missing_dataset_is_one_line_and_keeps_earlier_results(tmp_path):
+    results = tmp_path / "results"
+    (results / "old").mkdir(parents=True)
+    (results / "old" / "tables.md").write_text("earlier\n")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), f"results_dir={results}", "dataset=ml-1m",
+         f"dataset.root={tmp_path}", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ratings.dat" in lines[0] and "ml-1m.zip" in lines[0]
+    assert (results / "old" / "tables.md").read_text() == "earlier\n"
+    assert sorted(p.name for p in results.iterdir()) == ["old"]
+
+
+def test_target_list_with_unknown_item_is_an_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), f"results_dir={tmp_path / 'r'}",
+         "dataset=synthetic", f"dataset.cache_dir={tmp_path / 'c'}", "targets.kind=list",
+         "targets.items=[1,99999]", "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "item id 99999 is unknown" in proc.stderr and len(proc.stderr.splitlines()) == 1
