@@ -22,12 +22,18 @@ def generate(n_users: int, n_items: int, density: float, rank: int, noise: float
     popularity = popularity[rng.permutation(n_items)]
     activity = rng.lognormal(sigma=0.6, size=n_users)
     n_pairs = max(int(density * n_users * n_items), 5 * n_users)
-    # Draw more pairs than needed, keep the first occurrence of each, so density is honoured.
+    # Draw pairs until enough distinct ones exist (the power law makes repeats common), then
+    # keep the first n_pairs distinct pairs in draw order.
+    p_user, p_item = activity / activity.sum(), popularity / popularity.sum()
+    users = np.zeros(0, dtype=np.int64)
+    items = np.zeros(0, dtype=np.int64)
+    first = np.zeros(0, dtype=np.int64)
     draw = int(n_pairs * 1.6) + 10
-    users = rng.choice(n_users, size=draw, p=activity / activity.sum())
-    items = rng.choice(n_items, size=draw, p=popularity / popularity.sum())
-    keys = users * n_items + items
-    _, first = np.unique(keys, return_index=True)
+    while len(first) < n_pairs and draw < 50 * n_pairs + 100:
+        users = np.concatenate([users, rng.choice(n_users, size=draw, p=p_user)])
+        items = np.concatenate([items, rng.choice(n_items, size=draw, p=p_item)])
+        _, first = np.unique(users * n_items + items, return_index=True)
+        draw *= 2
     first = np.sort(first)[:n_pairs]
     # Every user gets at least 5 ratings so that the split leaves train, validation and test.
     extra_u = np.repeat(np.arange(n_users), 5)
