@@ -1,0 +1,156 @@
+"""``attack: file`` and the poison export: round trips in every format, and one clear error per
+kind of bad file (shape, item ids, rating range, missing targets, size)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attacks import ATTACKS, AttackError
+from attacks.poison_file import export_dense, export_poison, export_table, load_poison
+from attacks.threat import ThreatContext, profiles_from, sample_fillers
+from data.ratings import Interactions, RatingScale
+
+N_ITEMS, N_FAKE, FILLERS = 40, 6, 8
+TARGETS = np.array([3, 17])
+SCALE = RatingScale(5.0, 5)
+# Raw ids unlike the dense ids (as after filtering): dense j ↔ raw 7 + 3j.
+RAW_IDS = 7 + 3 * np.arange(N_ITEMS)
+
+
+def make_profiles(seed: int = 0) -> Interactions:
+    rng = np.random.default_rng(seed)
+    others = np.setdiff1d(np.arange(N_ITEMS), TARGETS)
+    fillers = sample_fillers(rng, N_FAKE, others, FILLERS)
+    items = np.hstack([np.tile(TARGETS, (N_FAKE, 1)), fillers])
+    ratings = np.hstack([np.ones((N_FAKE, len(TARGETS))),
+                         rng.integers(1, 6, size=fillers.shape) / 5.0])
+    return profiles_from(items, ratings)
+
+
+def context(n_fake: int = N_FAKE, feedback: str = "explicit", raw=RAW_IDS) -> ThreatContext:
+    empty = Interactions(np.zeros(0), np.zeros(0), np.zeros(0))
+    return ThreatContext(view=empty, visible_users=np.arange(0), n_users=200, n_items=N_ITEMS,
+                         scale=SCALE, targets=TARGETS, n_fake=n_fake, filler_size=FILLERS,
+                         feedback=feedback, extra={} if raw is None else {"raw_item_ids": raw})
+
+
+def file_attack(path, **options):
+    return ATTACKS["file"](ATTACKS["file"].parse_options({"path": str(path), **options}))
+
+
+def sorted_triples(fake: Interactions) -> np.ndarray:
+    order = np.lexsort((fake.items, fake.users))
+    return np.stack([fake.users[order], fake.items[order], fake.ratings[order]], 1)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "npy"])
+def test_export_then_load_gives_the_same_profiles(tmp_path, fmt):
+    fake = make_profiles()
+    (path,) = export_poison(fake, tmp_path, "poison", RAW_IDS, SCALE, N_ITEMS, [fmt])
+    assert path.name == f"poison.{fmt}"
+    loaded = file_attack(path).generate(context())
+    assert np.allclose(sorted_triples(loaded), sorted_triples(fake))
+
+
+def test_csv_uses_raw_item_ids_and_the_original_scale(tmp_path):
+    fake = Interactions([0, 0], [3, 17], [1.0, 0.4])
+    path = export_table(fake, tmp_path / "p.csv", RAW_IDS, SCALE)
+    assert path.read_text().splitlines() == ["user,item,rating", "0,16,5", "0,58,2"]
+
+
+def test_dense_layout_is_n_fake_by_n_items_normalized(tmp_path):
+    fake = make_profiles()
+    dense = np.load(export_dense(fake, tmp_path / "p.npy", N_ITEMS))
+    assert dense.shape == (N_FAKE, N_ITEMS)
+    assert np.all(dense[:, TARGETS] == 1.0)
+    assert np.count_nonzero(dense) == len(fake)
+
+
+def test_csv_with_own_user_ids_without_header_and_off_grid_ratings(tmp_path):
+    path = tmp_path / "p.csv"
+    # Fake ids 100/205, raw items 16 (dense 3) and 58 (dense 17) = the targets; 4.4 → 4.
+    path.write_text("205,16,5\n205,58,5\n100,16,5\n100,58,5\n100,10,4.4\n")
+    loaded = load_poison(path, N_ITEMS, SCALE, TARGETS, RAW_IDS)
+    assert sorted(set(loaded.users)) == [0, 1]
+    assert np.allclose(loaded.ratings[loaded.items == 1], 0.8)
+
+
+def test_strict_size_and_first_profiles(tmp_path):
+    (path,) = export_poison(make_profiles(), tmp_path, "p", RAW_IDS, SCALE, N_ITEMS, ["npy"])
+    with pytest.raises(AttackError, match="6 fake profiles, but the attack size gives 4"):
+        file_attack(path).generate(context(n_fake=4))
+    first = file_attack(path, strict_size=False).generate(context(n_fake=4))
+    assert sorted(set(first.users)) == [0, 1, 2, 3]
+    with pytest.raises(AttackError, match="gives 9"):
+        file_attack(path, strict_size=False).generate(context(n_fake=9))
+
+
+def test_implicit_feedback_reads_every_rating_as_one(tmp_path):
+    (path,) = export_poison(make_profiles(), tmp_path, "p", RAW_IDS, SCALE, N_ITEMS, ["csv"])
+    assert np.all(file_attack(path).generate(context(feedback="implicit")).ratings == 1.0)
+
+
+def bad_dense(tmp_path, array) -> str:
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    return str(path)
+
+
+def good_dense() -> np.ndarray:
+    dense = np.zeros((N_FAKE, N_ITEMS), dtype=np.float32)
+    dense[:, TARGETS] = 1.0
+    dense[:, 0] = 0.6
+    return dense
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d[:, :-1], r"shape \(6, 39\), expected \(n_fake, 40\)"),
+    (lambda d: d[0], r"shape \(40,\)"),
+    (lambda d: d * 5, r"normalized ratings in \[0, 1\].*divide raw ratings by 5"),
+    (lambda d: np.where(d == 0.6, -0.2, d), r"ratings span \[-0.2"),
+    (lambda d: np.where(np.arange(N_ITEMS) == 17, 0.0, d), r"no profile rates target item"),
+    (lambda d: np.vstack([d, np.zeros((1, N_ITEMS))]), r"profile \(row\) 6 rates nothing"),
+    (lambda d: np.where(d == 0.6, np.nan, d), r"finite"),
+])
+def test_bad_dense_files_fail_clearly(tmp_path, mutate, message):
+    path = bad_dense(tmp_path, mutate(good_dense()))
+    with pytest.raises(AttackError, match=message):
+        load_poison(path, N_ITEMS, SCALE, TARGETS)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0,16,5\n0,58,5\n0,8,3\n", r"names item 8, which is not in the dataset"),
+    ("0,16,5\n0,58,6\n", r"line 2 has rating 6; ratings are on the dataset's scale \(0, 5\]"),
+    ("0,16,5\n0,58,0\n", r"line 2 has rating 0"),
+    ("0,16,5\n0,19,5\n", r"no profile rates target raw id\(s\) 58"),
+    ("0,16,5\n0,58\n", r"line 2 has 2 fields"),
+    ("user,item,rating\n0,16,5\nx,58,5\n", r"line 3 is not numeric"),
+    ("0,16,5\n0,58,5\n0,58,4\n", r"line 3 repeats a \(user, item\) pair"),
+    ("0,16.5,5\n", r"line 1 has a non-integer item id 16.5"),
+    ("user,item,rating\n", r"holds no ratings"),
+])
+def test_bad_csv_files_fail_clearly(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(AttackError, match=message):
+        load_poison(path, N_ITEMS, SCALE, TARGETS, RAW_IDS)
+
+
+def test_path_format_and_raw_id_errors(tmp_path):
+    with pytest.raises(AttackError, match="give the poison file"):
+        file_attack("").generate(context())
+    with pytest.raises(AttackError, match="not found"):
+        file_attack(tmp_path / "missing.csv").generate(context())
+    odd = tmp_path / "poison.dat"
+    odd.write_text("0,16,5\n")
+    with pytest.raises(AttackError, match="cannot tell the format"):
+        file_attack(odd).generate(context())
+    # With the format given, the file is parsed (and found to miss a target).
+    with pytest.raises(AttackError, match="no profile rates target"):
+        file_attack(odd, format="csv").generate(context())
+    csv = tmp_path / "p.csv"
+    csv.write_text("0,16,5\n0,58,5\n")
+    with pytest.raises(AttackError, match="raw ids were not passed"):
+        file_attack(csv).generate(context(raw=None))
+    with pytest.raises(AttackError, match="format 'xls' is unknown"):
+        export_poison(make_profiles(), tmp_path, "p", RAW_IDS, SCALE, N_ITEMS, ["xls"])
