@@ -2,12 +2,17 @@
 here; ``attack: <name>`` in a config then builds it."""
 from __future__ import annotations
 
+from .aush import AUSHAttack
 from .average import AverageAttack
 from .bandwagon import BandwagonAttack
 from .base import Attack
+from .neural import NeuralAttack
+from .pga import PGAAttack
+from .poison_file import FileAttack
 from .random_attack import RandomAttack
 from .segment import SegmentAttack
 from .threat import AttackError, ThreatContext
+from .tna import TNAAttack
 
 # "none" is the clean data (the Origin column); it is handled by the pipeline.
 ATTACKS: dict[str, type[Attack]] = {
@@ -16,6 +21,11 @@ ATTACKS: dict[str, type[Attack]] = {
     "average": AverageAttack,
     "bandwagon": BandwagonAttack,
     "segment": SegmentAttack,
+    "neural": NeuralAttack,
+    "aush": AUSHAttack,
+    "pga": PGAAttack,
+    "tna": TNAAttack,
+    "file": FileAttack,
 }
 
 __all__ = ["ATTACKS", "Attack", "AttackError", "ThreatContext"]

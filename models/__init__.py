@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from .base import Recommender
 from .mf import MF
+from .ncf import NCF
 
 MODELS: dict[str, type[Recommender]] = {
     "mf": MF,
+    "ncf": NCF,
 }
 
 
@@ -15,4 +17,4 @@ def build_model(cfg, n_users: int, n_items: int, generator, feedback: str = "exp
                             feedback=feedback, cfg=cfg)
 
 
-__all__ = ["MODELS", "MF", "Recommender", "build_model"]
+__all__ = ["MODELS", "MF", "NCF", "Recommender", "build_model"]

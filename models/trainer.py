@@ -5,6 +5,13 @@ the autograd step any model supports and that defenses override to add adversari
 ``Trainer.fast_epoch`` is a hand-derived gradient path for plain explicit MF (the hot loop of
 Origin, Attack, TCD and the attacks' surrogates): no autograd graph, gathered rows and a single
 fused Adam update, the same mathematics as the straightforward loop (see benchmarks/).
+
+Implicit feedback (protocol.md §2–3, the NDSS protocol): every training row is a positive; each
+epoch draws ``negatives_per_positive`` (4) fresh negatives per positive, uniformly over the items
+the user has no positive for (vectorized rejection sampling), and the loss is BCE on the model's
+logit. Model selection is by validation HR@``val_k`` (10, the NDSS K): each held-out validation
+positive is ranked among the items the user has neither trained on nor holds out, and the
+selection value is −HR (lower is better, like the explicit validation MSE).
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from data.ratings import Interactions, RatingScale
 
@@ -56,8 +64,11 @@ class Trainer:
     """Trains one model on explicit (squared error) or implicit feedback.
 
     Parameters are the model, the ``ModelConfig``, the rating scale and a torch generator that
-    drives shuffling (so the run is reproducible from the master seed).
+    drives shuffling and negative sampling (so the run is reproducible from the master seed).
     """
+
+    negatives_per_positive: int = 4   # implicit feedback: NDSS / NCF's 4 negatives per positive
+    val_k: int = 10                   # implicit feedback: K of the validation HR (NDSS HR@10)
 
     def __init__(self, model: nn.Module, cfg, scale: RatingScale, generator: torch.Generator,
                  device: torch.device | str = "cpu", feedback: str = "explicit") -> None:
@@ -67,16 +78,27 @@ class Trainer:
         self.scale = scale
         self.generator = generator
         self.feedback = feedback
+        if feedback not in ("explicit", "implicit"):
+            raise ValueError(f"feedback '{feedback}' is unknown; use explicit or implicit")
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.epoch = 0
+        self._seen = None  # implicit: the last epoch's positives, masked in validation
 
     # ------------------------------------------------------------------ losses and steps
+    def sample_losses(self, pred, ratings) -> torch.Tensor:
+        """Per-row loss: squared error (explicit) or BCE on the logit ``pred`` (implicit)."""
+        if self.feedback == "implicit":
+            return F.binary_cross_entropy_with_logits(pred, ratings, reduction="none")
+        return (pred - ratings).pow(2)
+
     def batch_loss(self, users, items, ratings, embs=None) -> torch.Tensor:
-        """Squared error + TCD's per-element L2 on the batch embeddings."""
+        """Squared error (explicit) or BCE (implicit) + TCD's per-element L2 on the batch
+        embeddings."""
         if embs is None:
             embs = self.model.embed(users, items)
         pred = self.model.head(embs, users, items)
-        return (pred - ratings).pow(2).mean() + self.cfg.reg * self.model.reg_loss(embs)
+        return (self.sample_losses(pred, ratings).mean()
+                + self.cfg.reg * self.model.reg_loss(embs))
 
     def train_step(self, users, items, ratings) -> float:
         self.optimizer.zero_grad(set_to_none=True)
@@ -93,14 +115,72 @@ class Trainer:
                 and type(self).train_step is Trainer.train_step
                 and type(self).batch_loss is Trainer.batch_loss)
 
+    def uses_manual_step(self) -> bool:
+        """Models with a hand-derived gradient (``loss_and_grads``, e.g. NCF) use it when the
+        step and loss are the trainer's own."""
+        return (hasattr(self.model, "loss_and_grads")
+                and type(self).train_step is Trainer.train_step
+                and type(self).batch_loss is Trainer.batch_loss
+                and type(self).sample_losses is Trainer.sample_losses)
+
+    @torch.no_grad()
+    def manual_epoch(self, users, items, ratings) -> float:
+        """One epoch with the model's hand-derived gradient and fused Adam updates: the batches
+        of ``self.batches``, gathered once and sliced as views; gradient buffers and Adam's
+        state lists set up once per epoch, not per step (the state stays Adam's own)."""
+        params = list(self.model.parameters())
+        if getattr(self, "_grad_buffers", None) is None:
+            self._grad_buffers = [torch.zeros_like(p) for p in params]
+        grads = self._grad_buffers
+        perm = torch.randperm(len(users), generator=self.generator).to(self.device)
+        users, items, ratings = users[perm], items[perm], ratings[perm]
+        opt = self.optimizer
+        fused = isinstance(opt, torch.optim.Adam) and opt.defaults.get("fused")
+        if fused:
+            states = [self._adam_state(p) for p in params]
+            steps = [s["step"] for s in states]
+            avg, avg_sq = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+            group = opt.param_groups[0]
+            beta1, beta2 = group["betas"]
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        n, size, reg = len(users), self.cfg.batch_size, self.cfg.reg
+        for lo in range(0, n, size):
+            hi = min(lo + size, n)
+            loss = self.model.loss_and_grads(users[lo:hi], items[lo:hi], ratings[lo:hi], reg,
+                                             grads)
+            total += loss * (hi - lo)
+            if fused:
+                torch._foreach_add_(steps, 1.0)
+                torch._fused_adam_(params, grads, avg, avg_sq, [], steps, lr=group["lr"],
+                                   beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+                                   eps=group["eps"], amsgrad=False, maximize=False)
+            else:
+                self._adam_step(params, grads)
+        return float(total) / max(n, 1)
+
+    def _adam_state(self, p: torch.Tensor) -> dict:
+        state = self.optimizer.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        return state
+
     def batches(self, n: int):
         perm = torch.randperm(n, generator=self.generator).to(self.device)
         return perm.split(self.cfg.batch_size)
 
     def train_epoch(self, data: Interactions | tuple) -> float:
         users, items, ratings = self._tensors(data)
+        if self.feedback == "implicit":
+            positive = ratings > 0
+            self._seen = (users[positive], items[positive])
+            users, items, ratings = self.with_negatives(users, items, ratings)
         if self.uses_fast_path():
             loss = self.fast_epoch(users, items, ratings)
+        elif self.uses_manual_step():
+            self.model.train()
+            loss = self.manual_epoch(users, items, ratings)
         else:
             self.model.train()
             total, count = 0.0, 0
@@ -113,6 +193,34 @@ class Trainer:
             raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch}; "
                                      "lower model.lr or check the input ratings")
         return loss
+
+    @torch.no_grad()
+    def with_negatives(self, users, items, ratings):
+        """Implicit feedback: append ``negatives_per_positive`` negatives (rating 0) per
+        positive row, each uniform over the items its user has no positive for; redrawn on
+        every call (every epoch). Rows already labelled 0 are kept as given."""
+        n_items = self.model.n_items
+        positive = ratings > 0
+        pos_users = users[positive]
+        taken = torch.unique(pos_users * n_items + items[positive])  # sorted
+        neg_users = pos_users.repeat(self.negatives_per_positive)
+        gen_device = self.generator.device
+        neg_items = torch.randint(n_items, (len(neg_users),), generator=self.generator,
+                                  device=gen_device).to(self.device)
+        todo = torch.arange(len(neg_users), device=self.device)
+        for _ in range(100):  # each round redraws only the clashes; a few rounds suffice
+            keys = neg_users[todo] * n_items + neg_items[todo]
+            at = torch.searchsorted(taken, keys).clamp_(max=max(len(taken) - 1, 0))
+            clash = taken[at] == keys if len(taken) else torch.zeros_like(keys, dtype=torch.bool)
+            todo = todo[clash]
+            if len(todo) == 0:
+                break
+            neg_items[todo] = torch.randint(n_items, (len(todo),), generator=self.generator,
+                                            device=gen_device).to(self.device)
+        keep = torch.ones(len(neg_users), dtype=torch.bool, device=self.device)
+        keep[todo] = False  # users with (almost) every item positive: drop what still clashes
+        return (torch.cat([users, neg_users[keep]]), torch.cat([items, neg_items[keep]]),
+                torch.cat([ratings, ratings.new_zeros(int(keep.sum()))]))
 
     @torch.no_grad()
     def fast_epoch(self, users, items, ratings) -> float:
@@ -201,16 +309,52 @@ class Trainer:
     @torch.no_grad()
     def validate(self, val: Interactions) -> float:
         """Validation loss used for model selection (lower is better): MSE on the normalized
-        scale for explicit feedback."""
+        scale for explicit feedback, −HR@``val_k`` for implicit feedback."""
         self.model.eval()
         users, items, ratings = self._tensors(val)
         if len(users) == 0:
             return float("nan")
+        if self.feedback == "implicit":
+            return -self.validation_hr(users, items)
         if self.uses_fast_path():
             return self._fast_val_mse(val, users, items, ratings)
         preds = torch.cat([self.model(u, i) for u, i in
                            zip(users.split(65536), items.split(65536))])
         return float((preds - ratings).pow(2).mean())
+
+    @torch.no_grad()
+    def validation_hr(self, users, items, seen=None, chunk_users: int = 256) -> float:
+        """Share of held-out positives (users[j], items[j]) ranked in their user's top
+        ``val_k`` among the items the user neither trained on (``seen``, default the last
+        epoch's positives) nor holds out; ties count against the item (pessimistic rank)."""
+        if seen is None:
+            if self._seen is None:
+                raise RuntimeError("validation HR needs the training positives: train an epoch "
+                                   "first or pass seen=(users, items)")
+            seen = self._seen
+        val_order = torch.argsort(users, stable=True)
+        vu, vi = users[val_order], items[val_order]
+        mu, mi = torch.cat([seen[0], vu]), torch.cat([seen[1], vi])
+        mask_order = torch.argsort(mu, stable=True)
+        mu, mi = mu[mask_order], mi[mask_order]
+        ranked_users = torch.unique(vu)
+        hits = 0
+        for part in ranked_users.split(chunk_users):
+            lo, hi = part[0], part[-1] + 1
+            v_lo, v_hi = torch.searchsorted(vu, torch.stack([lo, hi])).tolist()
+            m_lo, m_hi = torch.searchsorted(mu, torch.stack([lo, hi])).tolist()
+            row_of = torch.full((int(hi - lo),), -1, dtype=torch.long, device=self.device)
+            row_of[part - lo] = torch.arange(len(part), device=self.device)
+            scores = self.model.score_all(part).float()
+            v_rows = row_of[vu[v_lo:v_hi] - lo]
+            held = scores[v_rows, vi[v_lo:v_hi]]
+            m_rows, m_items = row_of[mu[m_lo:m_hi] - lo], mi[m_lo:m_hi]
+            ranked = m_rows >= 0  # users in the id range without validation rows are skipped
+            scores[m_rows[ranked], m_items[ranked]] = float("-inf")
+            # 0-based rank: unmasked items scoring at least as high as the held-out item.
+            rank = (scores[v_rows] >= held.unsqueeze(1)).sum(1)
+            hits += int((rank < self.val_k).sum())
+        return hits / len(users)
 
     def _fast_val_mse(self, val, users, items, ratings) -> float:
         """Validation MSE of MF as one sampled dense-dense product over the validation pairs."""
@@ -239,6 +383,8 @@ class Trainer:
             loss = self.train_epoch(self.epoch_data(train))
             val_loss = self.validate(val)
             history.append({"epoch": self.epoch, "train_loss": loss, "val_loss": val_loss})
+            if self.feedback == "implicit":
+                history[-1][f"val_hr@{self.val_k}"] = -val_loss
             if not (val_loss >= best_val) or best_state is None:
                 best_val, best_epoch = val_loss, self.epoch
                 best_state = copy.deepcopy(self.model.state_dict())
