@@ -7,6 +7,8 @@ from .base import Defense, TrainingData
 from .none import NoDefense
 from .pamacf import PamaCF
 from .rat import RandomAdversarialTraining
+from .share import SHARE_DEFENSES
+from .tcd import TripleCooperativeDefense
 from .vat import VAT
 
 DEFENSES: dict[str, type[Defense]] = {
@@ -15,6 +17,8 @@ DEFENSES: dict[str, type[Defense]] = {
     "rat": RandomAdversarialTraining,
     "pamacf": PamaCF,
     "vat": VAT,
+    "tcd": TripleCooperativeDefense,
+    **SHARE_DEFENSES,  # share and its ablation variants (share_no_elim, ...)
 }
 
 __all__ = ["DEFENSES", "Defense", "TrainingData"]

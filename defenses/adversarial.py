@@ -6,6 +6,12 @@ where δ perturbs every embedding row of the batch with a per-row magnitude ε_r
 AT takes the direction of the clean-loss gradient (the worst case to first order), RAT a random
 direction. Personalized variants only change ``row_eps``. The L2 penalty applies to the clean
 embeddings only.
+
+``shared_rows`` (AT and RAT): δ perturbs the embedding *tables*, as in APR (``AMF.py``) and
+TCD's ``adv_SVD.py`` / ``random_SVD.py``: a table row's direction is the gradient of the batch
+loss with respect to that row — the sum over the row's occurrences in the batch — or one random
+draw per row, so every occurrence of a user or item in a batch carries the same δ. Without it
+(PamaCF, VAT, as in ``Kaike-Zhang/PamaCF``) each occurrence is perturbed along its own gradient.
 """
 from __future__ import annotations
 
@@ -31,6 +37,14 @@ def row_normalize(x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, x / norm.clamp_min(1e-12), torch.zeros_like(x))
 
 
+def sum_over_shared_rows(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """For every batch row, the sum of ``values`` over the batch rows with the same table id
+    (the gradient of the table row itself, which all its occurrences share)."""
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    total = values.new_zeros(len(uniq), values.shape[-1]).index_add_(0, inverse, values)
+    return total[inverse]
+
+
 class AdversarialTrainer(Trainer):
     """A trainer whose step adds an adversarial term; configured by its defense."""
 
@@ -38,10 +52,8 @@ class AdversarialTrainer(Trainer):
     adv_weight: float = 1.0
     warmup: int = 5
     direction: str = "gradient"   # or "random"
+    shared_rows: bool = False     # one δ per table row (AT, RAT) instead of per occurrence
     defense: "AdversarialDefense | None" = None
-
-    def sample_losses(self, pred, ratings) -> torch.Tensor:
-        return (pred - ratings).pow(2)
 
     def row_eps(self, embs, users, items, sample_losses) -> list[torch.Tensor]:
         """ε for every row of every embedding tensor of the batch, shape (B, 1) each."""
@@ -51,16 +63,23 @@ class AdversarialTrainer(Trainer):
 
     def perturbations(self, embs, users, items, losses, clean_err) -> list[torch.Tensor]:
         eps = self.row_eps(embs, users, items, losses.detach())
+        ids = [users if is_user else items for is_user in user_rows(self.model, embs)]
         if self.direction == "random":
             dirs = []
-            for e in embs:
-                noise = torch.empty_like(e)
+            for e, row_ids in zip(embs, ids):
+                if self.shared_rows:  # one draw per table row, shared by its occurrences
+                    uniq, inverse = torch.unique(row_ids, return_inverse=True)
+                    noise = e.new_empty(len(uniq), e.shape[-1])
+                else:
+                    noise = torch.empty_like(e)
                 torch.nn.init.trunc_normal_(noise, std=0.01, a=-0.02, b=0.02,
                                             generator=self.generator)
-                dirs.append(noise)
+                dirs.append(noise[inverse] if self.shared_rows else noise)
         else:
-            dirs = torch.autograd.grad(clean_err, embs, retain_graph=True)
-        return [row_normalize(d.detach()) * e for d, e in zip(dirs, eps)]
+            dirs = [g.detach() for g in torch.autograd.grad(clean_err, embs, retain_graph=True)]
+            if self.shared_rows:
+                dirs = [sum_over_shared_rows(g, row_ids) for g, row_ids in zip(dirs, ids)]
+        return [row_normalize(d) * e for d, e in zip(dirs, eps)]
 
     def adversarial_active(self) -> bool:
         return self.epoch >= self.warmup and self.eps > 0 and self.adv_weight > 0
@@ -91,6 +110,7 @@ class AdversarialDefense(Defense):
     Options = AdversarialOptions
     trainer_class = AdversarialTrainer
     direction = "gradient"
+    shared_rows = False
 
     def row_eps(self, trainer, embs, users, items, sample_losses) -> list[torch.Tensor]:
         return [torch.full_like(e[:, :1], trainer.eps) for e in embs]
@@ -100,6 +120,7 @@ class AdversarialDefense(Defense):
         trainer.adv_weight = self.options.adv_weight
         trainer.warmup = self.options.warmup
         trainer.direction = self.direction
+        trainer.shared_rows = self.shared_rows
         trainer.defense = self
         return trainer
 

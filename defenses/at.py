@@ -8,3 +8,4 @@ from .adversarial import AdversarialDefense
 class AdversarialTraining(AdversarialDefense):
     name = "at"
     direction = "gradient"
+    shared_rows = True

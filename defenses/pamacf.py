@@ -1,6 +1,8 @@
 """PamaCF (Zhang et al., NeurIPS 2024; ``Kaike-Zhang/PamaCF``): APR with a per-user magnitude
 from the user embedding norm, ε_u = ε · 2 · sigmoid(‖p_u‖² / mean_batch ‖p‖² − 1); an average
-user gets ε, users with larger embeddings up to 2ε; item rows take their sample's user's ε."""
+user gets ε, users with larger embeddings up to 2ε; item rows take their sample's user's ε.
+Every occurrence of a row is perturbed along its own gradient, as in the authors' code. Explicit
+MF trains with the hand-derived epoch of ``mf_adversarial.py`` (same mathematics, no graph)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from .adversarial import AdversarialDefense, AdversarialOptions, user_rows
+from .mf_adversarial import HandDerivedAdversarialTrainer
 
 
 @dataclass
@@ -16,13 +19,20 @@ class PamaCFOptions(AdversarialOptions):
 
 
 def norm_scaled_eps(eps: float, user_embs: torch.Tensor) -> torch.Tensor:
-    sq = user_embs.detach().pow(2).sum(-1, keepdim=True)
+    return eps_from_sq_norms(eps, user_embs.detach().pow(2).sum(-1, keepdim=True))
+
+
+def eps_from_sq_norms(eps: float, sq: torch.Tensor) -> torch.Tensor:
     return eps * 2.0 * torch.sigmoid(sq / sq.mean().clamp_min(1e-12) - 1.0)
 
 
 class PamaCF(AdversarialDefense):
     name = "pamacf"
     Options = PamaCFOptions
+    trainer_class = HandDerivedAdversarialTrainer
+
+    def mf_row_eps(self, trainer, users, user_sq_norms, err):
+        return eps_from_sq_norms(trainer.eps, user_sq_norms)
 
     def row_eps(self, trainer, embs, users, items, sample_losses):
         is_user = user_rows(trainer.model, embs)

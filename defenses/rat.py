@@ -8,3 +8,4 @@ from .adversarial import AdversarialDefense
 class RandomAdversarialTraining(AdversarialDefense):
     name = "rat"
     direction = "random"
+    shared_rows = True

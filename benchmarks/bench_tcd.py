@@ -1,0 +1,144 @@
+"""TCD training time and peak memory beside plain MF on the same data (experiments.md §5).
+
+Two cases, each trained by plain MF (``none``) and by TCD in separate child processes, so each
+peak resident set size (``ru_maxrss``) belongs to one run:
+- ML-100K, 40 epochs, T_pre 4, pseudo_rate 1.0 — target ≤ 60 s;
+- synthetic ML-1M-sized data (6,040 users × 3,706 items, ≈ 1 M ratings), T_pre 2,
+  pseudo_rate 0.2 — targets ≤ 15 min and ≤ 4 GB peak memory.
+Wall time, CPU time of the process, the time spent pseudo-labelling, the pseudo-labels per
+model-epoch and the TCD / MF ratios are printed side by side, with the machine's load average
+(the CPU may be shared: CPU time and the ratio to MF measured in the same run are the fair
+figures then).
+
+    python benchmarks/bench_tcd.py [--case ml-100k|ml-1m-synthetic] [--epochs 40]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from common import ROOT, data_root, machine, print_table
+
+CASES = {
+    "ml-100k": {"t_pre": 4, "pseudo_rate": 1.0, "time_target": 60.0},
+    "ml-1m-synthetic": {"t_pre": 2, "pseudo_rate": 0.2, "time_target": 15 * 60.0,
+                        "memory_target_mb": 4096.0},
+}
+
+
+def training_data(case: str):
+    from data import load_dataset, split_ratings
+    from data.synthetic import generate
+    from defenses import TrainingData
+    from utils.config import DatasetConfig
+
+    if case == "ml-100k":
+        data = load_dataset(DatasetConfig(name="ml-100k", root=data_root()))
+    else:
+        n_users, n_items = 6040, 3706
+        data = generate(n_users, n_items, density=1_000_209 / (n_users * n_items), rank=8,
+                        noise=0.3, max_rating=5, rng=np.random.default_rng(0))
+    split = split_ratings(data, np.random.default_rng(0))
+    return data, TrainingData(split.train, split.val, split.n_users, split.n_items, split.scale)
+
+
+def child(case: str, method: str, epochs: int) -> None:
+    """One timed training run; prints one JSON line."""
+    torch.set_num_threads(1)
+    import defenses.tcd as tcd
+    from defenses import DEFENSES
+    from utils.config import ModelConfig
+
+    data, train = training_data(case)
+    labelling = [0.0]
+    real = tcd.pseudo_labels
+
+    def timed_labels(*args, **kwargs):
+        start = time.perf_counter()
+        out = real(*args, **kwargs)
+        labelling[0] += time.perf_counter() - start
+        return out
+
+    tcd.pseudo_labels = timed_labels
+    settings = CASES[case]
+    options = (tcd.TCDOptions(t_pre=settings["t_pre"], pseudo_rate=settings["pseudo_rate"])
+               if method == "tcd" else None)
+    defense = DEFENSES[method](options, ModelConfig(epochs=epochs), "cpu", seed=0)
+    wall, cpu = time.perf_counter(), time.process_time()
+    _, info = defense.fit(train)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(json.dumps({
+        "wall": wall, "cpu": cpu, "labelling": labelling[0],
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ratings": data.n_ratings, "train": len(train.train), "users": data.n_users,
+        "items": data.n_items, "info": info}, default=float))
+
+
+def run_child(case: str, method: str, epochs: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, __file__, "--child", case, method, "--epochs",
+                          str(epochs)], capture_output=True, text=True, env=env,
+                         cwd=str(ROOT))
+    if out.returncode != 0:
+        raise SystemExit(f"{case}/{method} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def report(case: str, epochs: int) -> None:
+    load_before = os.getloadavg()[0]
+    mf = run_child(case, "none", epochs)
+    tcd = run_child(case, "tcd", epochs)
+    settings = CASES[case]
+    print(f"\ndata: {case}, {tcd['users']} users × {tcd['items']} items, {tcd['ratings']} ratings "
+          f"({tcd['train']} train); load average {load_before:.1f} → {os.getloadavg()[0]:.1f}")
+    target = settings["time_target"]
+    rows = [
+        ("plain MF wall time (s)", f"{mf['wall']:.1f}", "", ""),
+        ("plain MF CPU time (s)", f"{mf['cpu']:.1f}", "", ""),
+        ("TCD wall time (s)", f"{tcd['wall']:.1f}", f"≤ {target:.0f} s",
+         "ok" if tcd["wall"] <= target else "slower"),
+        ("TCD CPU time (s)", f"{tcd['cpu']:.1f}", f"≤ {target:.0f} s",
+         "ok" if tcd["cpu"] <= target else "slower"),
+        ("TCD / MF (CPU time)", f"{tcd['cpu'] / mf['cpu']:.1f}×", "", ""),
+        ("  of which pseudo-labelling (s)", f"{tcd['labelling']:.1f}", "", ""),
+        ("pseudo-labels per model-epoch", f"{tcd['info']['pseudo_per_model_epoch']:.0f}",
+         f"rate {settings['pseudo_rate']}", ""),
+        ("partner agreement on unobserved cells", f"{tcd['info']['agreement']:.1%}", "", ""),
+        ("plain MF peak RSS (MB)", f"{mf['max_rss_mb']:.0f}", "", ""),
+        ("TCD peak RSS (MB)", f"{tcd['max_rss_mb']:.0f}",
+         f"≤ {settings['memory_target_mb']:.0f} MB" if "memory_target_mb" in settings else "",
+         ("ok" if tcd["max_rss_mb"] <= settings["memory_target_mb"] else "above")
+         if "memory_target_mb" in settings else ""),
+        ("best epoch / validation MSE, MF", f"{mf['info']['best_epoch']} / "
+         f"{mf['info']['best_val']:.4f}", "", ""),
+        ("best epoch / validation MSE, TCD", f"{tcd['info']['best_epoch']} / "
+         f"{tcd['info']['best_val']:.4f}", "", ""),
+    ]
+    print_table(f"TCD vs plain MF, {case}, {epochs} epochs, T_pre {settings['t_pre']}", rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=sorted(CASES), action="append")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.epochs)
+        return
+    torch.set_num_threads(1)  # as in the children
+    print(f"machine: {machine()}")
+    for case in args.case or ["ml-100k", "ml-1m-synthetic"]:
+        report(case, args.epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""A hand-derived adversarial-training epoch for explicit MF (the APR step of
+``defenses/adversarial.py``, without autograd).
+
+For a batch row b with user row p, item row q, rating r and residual e = p·q − r, the
+gradient-direction perturbation of ``AdversarialTrainer`` is δp = s · q/‖q‖, δq = s · p/‖p‖ with
+s = ε_b · sign(e) (the clean-loss gradient (2/B) e q, normalized per row). Every quantity of
+the perturbed loss is then a per-row scalar:
+
+    e' = (p + δp)·(q + δq) − r = e + s (‖p‖ + ‖q‖) + s² (p·q) / (‖p‖ ‖q‖)
+    ∂/∂p [e² + w e'²] (δ held fixed) = 2 (e + w e') q + 2 w e' s p/‖p‖     (and symmetrically q)
+
+so the table gradients are one sparse residual matrix times the other table, plus a per-row
+rescaling of the table itself — the same sparse products as ``Trainer.fast_epoch``, no
+(B × d) gathers and no graph. The L2 penalty applies to the clean rows only, as in the autograd
+step; δ is treated as a constant (detached), as there.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch.nn.functional import pad
+
+from models.mf import MF
+from models.trainer import NonFiniteLossError
+
+from .adversarial import AdversarialTrainer
+
+# Per-row ε from (the batch rows' users, their squared user-row norms, the clean residuals).
+RowEps = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class EpochLayout:
+    """The CSR layouts of every mini-batch of one shuffled epoch, built once.
+
+    Batches are ``randperm(n).split(batch_size)``, the order ``Trainer.batches`` draws, so the
+    autograd step and this one see identical batches from the same generator state.
+    """
+
+    def __init__(self, users, items, ratings, n_users: int, n_items: int, batch_size: int,
+                 generator: torch.Generator, device: torch.device,
+                 item_weight: torch.Tensor | None = None) -> None:
+        n = len(users)
+        perm = torch.randperm(n, generator=generator).to(device)
+        u, i, r = users[perm], items[perm], ratings[perm]
+        w = item_weight[perm] if item_weight is not None else None
+        self.n, self.size = n, batch_size
+        self.n_users, self.n_items = n_users, n_items
+        self.n_batches = (n + batch_size - 1) // batch_size
+        batch = torch.arange(n, device=device) // batch_size
+        by_user = torch.argsort(batch * n_users + u, stable=True)
+        by_item = torch.argsort(batch * n_items + i, stable=True)
+        rank_in_user = torch.empty_like(by_user)
+        rank_in_user[by_user] = torch.arange(n, device=device)
+        self.item_to_user = rank_in_user[by_item]
+        cnt_u = torch.bincount(batch * n_users + u, minlength=self.n_batches * n_users)
+        cnt_i = torch.bincount(batch * n_items + i, minlength=self.n_batches * n_items)
+        cnt_u = cnt_u.view(self.n_batches, n_users)
+        cnt_i = cnt_i.view(self.n_batches, n_items)
+        self.crow_u = pad(cnt_u.cumsum(1), (1, 0))
+        self.crow_i = pad(cnt_i.cumsum(1), (1, 0))
+        # The L2 term counts every row, distrusted ones included: an item whose support is
+        # distrusted decays instead of keeping what those rows gave it before.
+        self.cnt_u, self.cnt_i = cnt_u, cnt_i
+        # Entries in the by-user order of each batch: their user, item and rating.
+        self.users, self.items, self.ratings = u[by_user], i[by_user], r[by_user]
+        self.item_users = u[by_item]
+        self.item_weight = w[by_user] if w is not None else None
+
+    def bounds(self, b: int) -> tuple[int, int]:
+        return b * self.size, min((b + 1) * self.size, self.n)
+
+
+@torch.no_grad()
+def adversarial_mf_epoch(trainer, users, items, ratings, row_eps: RowEps,
+                         adv_weight: float,
+                         item_weight: torch.Tensor | None = None) -> tuple[float, float]:
+    """One epoch of MF + squared error + w · (perturbed squared error); returns the epoch's
+    clean and perturbed mean squared errors. ``trainer`` supplies the model, config,
+    generator and the fused Adam update (``Trainer._adam_step``).
+
+    ``item_weight`` (per row, optional) scales each row's contribution to the *item* table's
+    loss gradient (the L2 term still counts it) while the user side is untouched: SHARE's
+    elimination gives the rows it distrusts weight 0 there, so they still personalize their own
+    user but no longer move the items every user shares. ``row_eps`` returning zeros with
+    ``adv_weight`` 0 gives plain training (the same mathematics as ``Trainer.fast_epoch``)."""
+    model = trainer.model
+    P, Q = model.user_emb, model.item_emb
+    dim = P.shape[1]
+    lay = EpochLayout(users, items, ratings, P.shape[0], Q.shape[0], trainer.cfg.batch_size,
+                      trainer.generator, trainer.device, item_weight)
+    reg = trainer.cfg.reg
+    clean_total = torch.zeros((), dtype=torch.float64, device=trainer.device)
+    adv_total = torch.zeros_like(clean_total)
+    for b in range(lay.n_batches):
+        lo, hi = lay.bounds(b)
+        count = hi - lo
+        bu, bi, br = lay.users[lo:hi], lay.items[lo:hi], lay.ratings[lo:hi]
+        pattern = torch.sparse_csr_tensor(lay.crow_u[b], bi, -br, size=(lay.n_users, lay.n_items),
+                                          check_invariants=False)
+        err = torch.sparse.sampled_addmm(pattern, P, Q.T).values()
+        pred = err + br
+        sq_p = P.pow(2).sum(1)
+        sq_q = Q.pow(2).sum(1)
+        norm_p, norm_q = sq_p.sqrt()[bu], sq_q.sqrt()[bi]
+        inv_p = torch.where(norm_p > 0, 1.0 / norm_p.clamp_min(1e-12), torch.zeros_like(norm_p))
+        inv_q = torch.where(norm_q > 0, 1.0 / norm_q.clamp_min(1e-12), torch.zeros_like(norm_q))
+        step = row_eps(bu, sq_p[bu], err) * torch.sign(err)
+        err_adv = err + step * (norm_p + norm_q) + step * step * pred * inv_p * inv_q
+        clean_total += torch.dot(err, err).double()
+        adv_total += torch.dot(err_adv, err_adv).double()
+        coef = 2.0 / count
+        resid = coef * (err + adv_weight * err_adv)
+        scale_rows = coef * adv_weight * err_adv * step
+        l2 = 2.0 * reg / (count * dim)
+        row_p = torch.zeros(lay.n_users, dtype=P.dtype, device=P.device)
+        row_p.index_add_(0, bu, scale_rows * inv_p)
+        row_q = torch.zeros(lay.n_items, dtype=Q.dtype, device=Q.device)
+        resid_q = resid
+        if lay.item_weight is not None:
+            w = lay.item_weight[lo:hi]
+            scale_rows_q, resid_q = scale_rows * w, resid * w
+        else:
+            scale_rows_q = scale_rows
+        row_q.index_add_(0, bi, scale_rows_q * inv_q)
+        row_p += l2 * lay.cnt_u[b].to(P.dtype)
+        row_q += l2 * lay.cnt_i[b].to(Q.dtype)
+        e_user = torch.sparse_csr_tensor(lay.crow_u[b], bi, resid,
+                                         size=(lay.n_users, lay.n_items), check_invariants=False)
+        e_item = torch.sparse_csr_tensor(lay.crow_i[b], lay.item_users[lo:hi],
+                                         resid_q[lay.item_to_user[lo:hi] - lo],
+                                         size=(lay.n_items, lay.n_users), check_invariants=False)
+        grad_p = torch.addcmul(e_user @ Q, row_p.unsqueeze(1), P)
+        grad_q = torch.addcmul(e_item @ P, row_q.unsqueeze(1), Q)
+        trainer._adam_step([P, Q], [grad_p, grad_q])
+    n = max(lay.n, 1)
+    return float(clean_total) / n, float(adv_total) / n
+
+
+def norm_scaled_row_eps(eps: float) -> RowEps:
+    """PamaCF's ε_u = ε · 2 · sigmoid(‖p_u‖² / mean_batch ‖p‖² − 1) for every row of a batch."""
+    def row_eps(users: torch.Tensor, user_sq_norms: torch.Tensor,
+                err: torch.Tensor) -> torch.Tensor:
+        mean = user_sq_norms.mean().clamp_min(1e-12)
+        return eps * 2.0 * torch.sigmoid(user_sq_norms / mean - 1.0)
+    return row_eps
+
+
+def no_perturbation(users, user_sq_norms, err):
+    return torch.zeros_like(user_sq_norms)
+
+
+class HandDerivedAdversarialTrainer(AdversarialTrainer):
+    """The adversarial trainer with :func:`adversarial_mf_epoch` as its epoch wherever that is
+    the same mathematics: explicit MF, gradient direction, one δ per occurrence (PamaCF, VAT,
+    SHARE). The defense supplies ``mf_row_eps(trainer, users, user_sq_norms, err)``; anything
+    else (other models, implicit feedback, AT/RAT's shared rows) takes the autograd step.
+
+    ``item_weight`` (per row of the data passed to ``train_epoch``, or None) is forwarded to
+    the epoch (SHARE's elimination from the item side).
+    """
+
+    item_weight: torch.Tensor | None = None
+
+    def hand_derived(self) -> bool:
+        return (type(self.model) is MF and self.feedback == "explicit"
+                and self.direction == "gradient" and not self.shared_rows
+                and hasattr(self.defense, "mf_row_eps"))
+
+    def train_epoch(self, data) -> float:
+        if not self.hand_derived():
+            return super().train_epoch(data)
+        users, items, ratings = self._tensors(data)
+        if self.adversarial_active():
+            def row_eps(batch_users, sq, err):
+                return self.defense.mf_row_eps(self, batch_users, sq, err)
+            loss, _ = adversarial_mf_epoch(self, users, items, ratings, row_eps,
+                                           self.adv_weight, self.item_weight)
+        elif self.item_weight is not None:
+            loss, _ = adversarial_mf_epoch(self, users, items, ratings, no_perturbation, 0.0,
+                                           self.item_weight)
+        else:
+            loss = self.fast_epoch(users, items, ratings)
+        self.epoch += 1
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch}; "
+                                     "lower model.lr or the defense's eps")
+        return loss
+
+    @torch.no_grad()
+    def validate(self, val) -> float:
+        if self.hand_derived():
+            users, items, ratings = self._tensors(val)
+            if len(users) == 0:
+                return float("nan")
+            return self._fast_val_mse(val, users, items, ratings)
+        return super().validate(val)
