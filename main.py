@@ -3,6 +3,8 @@
 Reads ``config.yaml`` (or ``--config FILE``), applies ``key=value`` overrides (values parsed as
 YAML, e.g. ``dataset=ml-1m defense=[none,tcd] repeats=5``), validates everything before any
 work, runs every cell and writes the result files to ``results/<experiment>/``.
+``python main.py --rebuild results/<experiment>`` rebuilds summary, tables and figures from its
+``runs.csv`` without training anything.
 Exit codes: 0 done, 2 bad configuration, 1 any other error (message on one line).
 """
 from __future__ import annotations
@@ -21,10 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="YAML config (default: config.yaml)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress logs")
+    parser.add_argument("--rebuild", metavar="RESULTS_DIR", default=None,
+                        help="rebuild tables and figures of a finished run from its runs.csv")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(message)s")
+    if args.rebuild is not None:
+        from utils.reporting import main as rebuild_main
+        return rebuild_main([args.rebuild])
     try:
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
         overrides = args.overrides + (["progress=false"] if args.quiet else [])

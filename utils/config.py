@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ class AttackConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "mf"
+    name: str | list[str] = "mf"
     dim: int = field(default=128, metadata=_range(1))
     epochs: int = field(default=40, metadata=_range(1))
     batch_size: int = field(default=2048, metadata=_range(1))
@@ -104,6 +105,12 @@ class ExperimentConfig:
     device: str = "auto"
     progress: bool = True
     results_dir: str = "results"
+    # Execution (never changes a cell's numbers): cells run on `workers` local processes or on
+    # Ray (`executor: ray`, at `ray_address` or on a local instance), `threads` torch threads each.
+    executor: str = "local"
+    workers: int = field(default=1, metadata=_range(1, 1024))
+    threads: int = field(default=1, metadata=_range(1, 256))
+    ray_address: str | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
@@ -304,7 +311,9 @@ def validate(cfg: ExperimentConfig) -> None:
         _check_name(name, sorted(ATTACKS), "attack.name")
     for name in as_list(cfg.defense.name):
         _check_name(name, sorted(DEFENSES), "defense.name")
-    _check_name(cfg.model.name, sorted(MODELS), "model.name")
+    for name in as_list(cfg.model.name):
+        _check_name(name, sorted(MODELS), "model.name")
+    _check_name(cfg.executor, ["local", "ray"], "executor")
     _check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
     _check_name(cfg.model.optimizer, ["adam", "adadelta", "sgd"], "model.optimizer")
     _check_name(cfg.device, ["auto", "cpu", "cuda"], "device")
@@ -320,9 +329,32 @@ def validate(cfg: ExperimentConfig) -> None:
         for name, options in section.options.items():
             if name not in registry:
                 _check_name(str(name), sorted(registry), f"{where}.options")
-            registry[name].parse_options(options, f"{where}.options.{name}")
+            at = f"{where}.options.{name}"
+            for swept in option_sweeps(registry[name].Options, options, at):
+                registry[name].parse_options({**options, **dict(swept)} if swept else options, at)
     if not cfg.experiment or any(c in cfg.experiment for c in "/\\") or cfg.experiment in (".", ".."):
         raise ConfigError(f"experiment: '{cfg.experiment}' must be a plain folder name")
+
+
+def _accepts_list(tp: Any) -> bool:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return any(_accepts_list(arg) for arg in typing.get_args(tp))
+    return tp is list or typing.get_origin(tp) is list
+
+
+def option_sweeps(cls: type, data: Any, where: str = "options") -> list[tuple]:
+    """The grid of a component's options: a list given for an option that is not list-typed is
+    swept (``defense.options.tcd.pseudo_rate: [0.2, 0.6, 1.0]``). Returns one tuple of sorted
+    ``(option, value)`` pairs per combination; ``()`` alone when nothing is swept."""
+    if not isinstance(data, dict):
+        return [()]  # not a mapping: parse_options reports it
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    swept = sorted(k for k, v in data.items() if isinstance(v, list) and k in hints
+                   and not _accepts_list(hints[k]))
+    for key in swept:
+        if not data[key]:
+            raise ConfigError(f"{where}.{key}: an empty list sweeps nothing; give values")
+    return [tuple(zip(swept, combo)) for combo in itertools.product(*(data[k] for k in swept))]
 
 
 def options_from(cls: type, data: Any, where: str) -> Any:

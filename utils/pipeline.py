@@ -1,24 +1,44 @@
-"""One experiment, end to end: dataset → split → targets → attack → poisoned training data →
-defense trains a model → evaluator → one result row per cell.
+"""One experiment, end to end: dataset → split → targets → attack → poisoned training
+data → defense trains a model → evaluator → one result row per cell.
 
-A *cell* is one (dataset, repeat, target kind, attack, attack size, knowledge cost, defense)
-combination. Every cell of a repeat shares the split, the targets, the fake profiles of its
-attack setting and the clean "Origin" model, so defenses are compared on identical inputs.
-Each finished cell is written at once (atomically) under ``results/<experiment>/cells/``,
-named by a content key of everything that determines it; rerunning skips finished cells.
+A *cell* is one (dataset, model, repeat, target kind, attack, attack size, knowledge cost, swept
+attack options, defense, swept defense options) combination. ``plan_cells`` crosses every
+list-valued coordinate of the config and adds, once per (dataset, model, seed, target kind), the
+clean "Origin" cell and, per attack setting, the undefended cell, so RI can always be computed.
+Every cell of a repeat shares the split, the targets, the fake profiles of its attack setting
+and the Origin model, so defenses are compared on identical inputs.
+
+Execution is a small task graph: the Origin model of a (dataset, model, repeat) and the fake
+profiles of an attack setting are prerequisite tasks, written to the content-keyed cache
+(``dataset.cache_dir``), and cells run once their prerequisites are done. :func:`execute` is the
+one function every executor calls (in this process, a local process pool or Ray; see
+``utils/executors.py``); a cell's numbers depend only on the config and the seed, never on the
+executor, the worker count or which cells ran before it in the same process (the global RNGs are
+reseeded per stage and torch runs ``threads`` threads). The driver writes each finished cell
+at once, atomically, under ``results/<experiment>/cells/<key>.json`` (+ ``<key>.npz`` with the
+per-user rank shifts); rerunning skips finished cells, so a killed grid resumes and ends with
+exactly the rows of an uninterrupted run. A cell that fails with a non-finite loss or out of
+memory is recorded (``<key>.failed.json``, ``failed.csv``) and the grid goes on; failed cells
+are retried on the next run.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import heapq
 import itertools
 import json
 import logging
+import random
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from attacks import ATTACKS
 from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
@@ -26,16 +46,21 @@ from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fak
 from data import load_dataset, split_ratings
 from data.ratings import Interactions, RatingData, Split
 from defenses import DEFENSES, TrainingData
-from models.trainer import resolve_device
-from utils.atomic import atomic_save_npz, atomic_write_text, load_npz
-from utils.config import ExperimentConfig, as_list, to_dict
-from utils.metrics import EvalResult, Evaluator, prediction_shift
-from utils.seeding import content_key, derive_seed
+from models import build_model
+from models.trainer import NonFiniteLossError, resolve_device
+from utils.atomic import atomic_write, atomic_write_text, load_npz
+from utils.config import ExperimentConfig, ModelConfig, as_list, option_sweeps, to_dict
+from utils.metrics import Evaluator, prediction_shift, rank_shift
+from utils.seeding import content_key, derive_seed, numpy_rng, torch_generator
 
 log = logging.getLogger(__name__)
 
-ORIGIN = "none"  # attack name of the clean data
+ORIGIN = "none"       # attack name of the clean data
+UNDEFENDED = "none"   # defense name of plain training
+REPO = Path(__file__).resolve().parents[1]
 
+
+# ----------------------------------------------------------------------------- the grid
 
 @dataclass(frozen=True)
 class Cell:
@@ -46,46 +71,131 @@ class Cell:
     attack_size: float
     knowledge_cost: float
     defense: str
+    model: str = "mf"
+    attack_params: tuple = ()    # swept attack options: sorted ((option, value), ...)
+    defense_params: tuple = ()   # swept defense options
 
     @property
     def is_origin(self) -> bool:
-        return self.attack == ORIGIN
+        return self.attack == ORIGIN and self.defense == UNDEFENDED
+
+    @property
+    def attacked(self) -> bool:
+        return self.attack != ORIGIN
+
+    def label(self) -> str:
+        attack = "clean" if not self.attacked else (
+            f"{self.attack}{params_text(self.attack_params, ' ')}"
+            f"({self.attack_size:g},c={self.knowledge_cost:g})")
+        return (f"{self.dataset}/{self.model} r{self.repeat} {self.target_kind} {attack} "
+                f"{self.defense}{params_text(self.defense_params, ' ')}")
+
+
+def params_text(params: tuple, prefix: str = "") -> str:
+    """Swept options as ``key=value,key=value`` (the runs.csv column and table labels)."""
+    if not params:
+        return ""
+    return prefix + ",".join(f"{k}={v}" for k, v in params)
+
+
+def _unique(values: list) -> list:
+    return list(dict.fromkeys(values))
 
 
 def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
-    """Every cell of the config, Origin first in each (dataset, repeat, target kind) block."""
+    """Every cell of the config. Per (dataset, model, repeat, target kind): the Origin cell
+    first; with ``attack: none`` listed, every defense on the clean data; then per attack
+    setting the undefended cell followed by each defense (and each swept option value)."""
+    names = _unique(as_list(cfg.attack.name))
+    clean_defended = ORIGIN in names
+    attacks = [a for a in names if a != ORIGIN]
+    defenses = _unique([UNDEFENDED] + as_list(cfg.defense.name))
+    attack_sweeps = {a: option_sweeps(ATTACKS[a].Options, cfg.attack.options.get(a),
+                                      f"attack.options.{a}") for a in attacks}
+    defense_sweeps = {d: option_sweeps(DEFENSES[d].Options, cfg.defense.options.get(d),
+                                       f"defense.options.{d}") for d in defenses}
     cells = []
-    attacks = [a for a in as_list(cfg.attack.name) if a != ORIGIN]
-    for dataset, rep, kind in itertools.product(as_list(cfg.dataset.name), range(cfg.repeats),
-                                                as_list(cfg.targets.kind)):
-        cells.append(Cell(dataset, rep, kind, ORIGIN, 0.0, 0.0, "none"))
-        for attack, size, cost, defense in itertools.product(
-                attacks, as_list(cfg.attack.size), as_list(cfg.attack.knowledge_cost),
-                as_list(cfg.defense.name)):
-            cells.append(Cell(dataset, rep, kind, attack, float(size), float(cost), defense))
+    for dataset, model, rep, kind in itertools.product(
+            _unique(as_list(cfg.dataset.name)), _unique(as_list(cfg.model.name)),
+            range(cfg.repeats), _unique(as_list(cfg.targets.kind))):
+        cells.append(Cell(dataset, rep, kind, ORIGIN, 0.0, 0.0, UNDEFENDED, model))
+        if clean_defended:
+            cells += [Cell(dataset, rep, kind, ORIGIN, 0.0, 0.0, d, model, (), dp)
+                      for d in defenses[1:] for dp in defense_sweeps[d]]
+        for attack, size, cost in itertools.product(
+                attacks, _unique(as_list(cfg.attack.size)),
+                _unique(as_list(cfg.attack.knowledge_cost))):
+            for ap in attack_sweeps[attack]:
+                cells += [Cell(dataset, rep, kind, attack, float(size), float(cost), d, model,
+                               ap, dp) for d in defenses for dp in defense_sweeps[d]]
     return cells
 
 
-def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
-    """Content key of everything that determines a cell's numbers."""
-    c = to_dict(cfg)
-    return content_key(asdict(cell), cfg.seed, c["dataset"], c["split"], c["targets"],
-                       c["model"], c["evaluation"],
-                       c["attack"]["filler_size"], c["attack"]["options"].get(cell.attack),
-                       c["defense"]["options"].get(cell.defense))
+def model_config(cfg: ExperimentConfig, name: str) -> ModelConfig:
+    return dataclasses.replace(cfg.model, name=name)
 
+
+def component_options(cfg: ExperimentConfig, kind: str, name: str, params: tuple):
+    """The parsed options of attack or defense ``name`` with the cell's swept values."""
+    section, registry = (cfg.attack, ATTACKS) if kind == "attack" else (cfg.defense, DEFENSES)
+    raw = section.options.get(name)
+    if params:
+        raw = {**(raw or {}), **dict(params)}
+    return registry[name].parse_options(raw, f"{kind}.options.{name}")
+
+
+def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
+    """Content key of everything that determines a cell's numbers (and nothing else: where the
+    files live, the execution settings and the other grid coordinates do not change it, so a
+    grid can be extended and still reuse its finished cells)."""
+    c = to_dict(cfg)
+    dataset = {k: v for k, v in c["dataset"].items() if k not in ("name", "root", "cache_dir")}
+    targets = {k: v for k, v in c["targets"].items() if k != "kind"}
+    attack = (asdict(component_options(cfg, "attack", cell.attack, cell.attack_params))
+              if cell.attacked else None)
+    defense = asdict(component_options(cfg, "defense", cell.defense, cell.defense_params))
+    return content_key(asdict(cell), cfg.seed, dataset, c["split"], targets,
+                       asdict(model_config(cfg, cell.model)), c["evaluation"],
+                       c["attack"]["filler_size"], attack, defense)
+
+
+@functools.lru_cache(maxsize=None)
+def source_fingerprint(*parts: str) -> str:
+    """Digest of the package sources that compute a cached artefact, so an edited algorithm
+    never reuses stale cache entries."""
+    digest = hashlib.sha256()
+    for part in parts:
+        path = REPO / part
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def seed_globals(seed: int) -> None:
+    """Reseed the global RNGs before each stage: a component that (wrongly) draws from them
+    still gets the same numbers whatever ran before in the process."""
+    seed = seed % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- workspace
 
 class Workspace:
-    """Per-process memo of what cells share: datasets, splits, targets, Origin evaluations."""
+    """Per-process memo of what cells share: datasets, splits, targets, evaluators and the
+    Origin models (also kept in the disk cache, so other processes reuse them)."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self.cache = Path(cfg.dataset.cache_dir)
         self._data: dict = {}
         self._splits: dict = {}
         self._targets: dict = {}
-        self._origin_model: dict = {}
         self._evaluators: dict = {}
+        self._origin_model: dict = {}
         self._origin_eval: dict = {}
 
     def repeat_seed(self, repeat: int) -> int:
@@ -99,7 +209,6 @@ class Workspace:
     def split(self, name: str, repeat: int) -> Split:
         key = (name, repeat)
         if key not in self._splits:
-            from utils.seeding import numpy_rng
             s = self.cfg.split
             self._splits[key] = split_ratings(
                 self.data(name), numpy_rng(self.repeat_seed(repeat), "split", name),
@@ -109,7 +218,6 @@ class Workspace:
     def targets(self, name: str, repeat: int, kind: str) -> np.ndarray:
         key = (name, repeat, kind)
         if key not in self._targets:
-            from utils.seeding import numpy_rng
             t = self.cfg.targets
             self._targets[key] = select_targets(
                 self.split(name, repeat), kind, t.count,
@@ -135,39 +243,69 @@ class Workspace:
         return TrainingData(train, split.val, n_users, split.n_items, split.scale,
                             split.feedback)
 
-    def train(self, defense: str, data: TrainingData, seed: int):
-        cls = DEFENSES[defense]
-        options = cls.parse_options(self.cfg.defense.options.get(defense),
-                                    f"defense.options.{defense}")
-        impl = cls(options, self.cfg.model, self.device, seed, self.cfg.progress)
+    def train(self, defense: str, params: tuple, model: str, data: TrainingData, seed: int):
+        options = component_options(self.cfg, "defense", defense, params)
+        impl = DEFENSES[defense](options, model_config(self.cfg, model), self.device, seed,
+                                 self.cfg.progress)
+        seed_globals(derive_seed(seed, "globals"))
         return impl.fit(data)
 
-    def origin(self, name: str, repeat: int, kind: str) -> tuple[EvalResult, dict, float]:
-        """The clean model (trained once per split) evaluated on this target set."""
-        key = (name, repeat)
-        train_seconds = 0.0
-        if key not in self._origin_model:
+    def origin_model(self, name: str, model: str, repeat: int) -> tuple:
+        """The clean model of a split: memo, else the disk cache, else trained and cached.
+        Returns ``(model, info, seconds it took to train)``."""
+        key = (name, model, repeat)
+        if key in self._origin_model:
+            return self._origin_model[key]
+        split = self.split(name, repeat)
+        mcfg = model_config(self.cfg, model)
+        seed = derive_seed(self.repeat_seed(repeat), "train", name, ORIGIN, UNDEFENDED)
+        data = self.training_data(split, None)
+        ckey = content_key("origin", split.train.users, split.train.items, split.train.ratings,
+                           split.val.users, split.val.items, split.val.ratings, split.n_users,
+                           split.n_items, repr(split.scale), split.feedback, asdict(mcfg), seed,
+                           source_fingerprint("models", "defenses/base.py", "defenses/none.py"))
+        path = self.cache / "models" / f"origin-{model}-{ckey}.npz"
+        cached = load_npz(path)
+        net = None
+        if cached is not None and {"__info__", "__seconds__"} <= set(cached):
+            net = build_model(mcfg, data.n_users, data.n_items, torch_generator(seed, "skeleton"),
+                              data.feedback)
+            state = {k: torch.from_numpy(v) for k, v in cached.items() if not k.startswith("__")}
+            try:
+                net.load_state_dict(state)
+                net.to(self.device)
+                info = json.loads(str(cached["__info__"]))
+                seconds = float(cached["__seconds__"])
+            except (RuntimeError, ValueError):
+                net = None  # a damaged or foreign entry is retrained, never trusted
+        if net is None:
             start = time.perf_counter()
-            seed = derive_seed(self.repeat_seed(repeat), "train", name, ORIGIN, "none")
-            model, info = self.train("none", self.training_data(self.split(name, repeat), None),
-                                     seed)
-            train_seconds = time.perf_counter() - start
-            self._origin_model[key] = (model, info)
-        model, info = self._origin_model[key]
-        ekey = (name, repeat, kind)
-        if ekey not in self._origin_eval:
-            self._origin_eval[ekey] = self.evaluator(name, repeat, kind).evaluate(model)
-        return self._origin_eval[ekey], info, train_seconds
+            net, info = self.train(UNDEFENDED, (), model, data, seed)
+            seconds = time.perf_counter() - start
+            arrays = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+            arrays["__info__"] = np.array(json.dumps(info, sort_keys=True, default=_jsonable))
+            arrays["__seconds__"] = np.array(seconds)
+            _save_npz(path, arrays)
+        self._origin_model[key] = (net, info, seconds)
+        return self._origin_model[key]
+
+    def origin(self, name: str, model: str, repeat: int, kind: str) -> tuple:
+        """The Origin model's evaluation on one target set, its info and training seconds."""
+        net, info, seconds = self.origin_model(name, model, repeat)
+        key = (name, model, repeat, kind)
+        if key not in self._origin_eval:
+            self._origin_eval[key] = self.evaluator(name, repeat, kind).evaluate(net)
+        return self._origin_eval[key], info, seconds
 
     def fake_profiles(self, cell: Cell) -> tuple[Interactions, dict]:
-        """Generate (or load from the cache) the fake profiles of a cell's attack setting."""
+        """Generate (or load from the cache) the fake profiles of a cell's attack setting;
+        ``info["seconds"]`` is the time their generation took."""
         cfg = self.cfg
         split = self.split(cell.dataset, cell.repeat)
         targets = self.targets(cell.dataset, cell.repeat, cell.target_kind)
         seed = derive_seed(self.repeat_seed(cell.repeat), "attack", cell.dataset,
                            cell.target_kind, cell.attack, cell.attack_size, cell.knowledge_cost)
         seen = split.observed()
-        from utils.seeding import numpy_rng
         visible = knowledge_view(seen, split.n_users, targets, cell.knowledge_cost,
                                  numpy_rng(seed, "view"))
         keep = np.zeros(split.n_users, dtype=bool)
@@ -175,100 +313,385 @@ class Workspace:
         view = seen.subset(keep[seen.users])
         n_fake = n_fake_users(split.n_users, cell.attack_size)
         filler = cfg.attack.filler_size or filler_size_of(view, len(visible), len(targets))
-        cls = ATTACKS[cell.attack]
-        options = cls.parse_options(cfg.attack.options.get(cell.attack),
-                                    f"attack.options.{cell.attack}")
+        options = component_options(cfg, "attack", cell.attack, cell.attack_params)
+        mcfg = model_config(cfg, cell.model)
         info = {"n_fake": n_fake, "filler_size": filler, "visible_users": len(visible)}
         key = content_key("profiles", cell.dataset, split.n_users, split.n_items, seen.users,
                           seen.items, seen.ratings, targets, cell.attack, repr(options), n_fake,
-                          filler, cell.knowledge_cost, seed, cfg.dataset.feedback,
-                          to_dict(cfg.model))
-        path = Path(cfg.dataset.cache_dir) / "profiles" / f"{cell.attack}-{key}.npz"
+                          filler, cell.knowledge_cost, seed, cfg.dataset.feedback, asdict(mcfg),
+                          source_fingerprint("attacks", "models"))
+        path = self.cache / "profiles" / f"{cell.attack}-{key}.npz"
         cached = load_npz(path)
         if cached is not None and {"users", "items", "ratings"} <= set(cached):
             info["cached"] = True
+            info["seconds"] = float(cached["seconds"]) if "seconds" in cached else 0.0
             return Interactions(cached["users"], cached["items"], cached["ratings"]), info
         ctx = ThreatContext(view=view, visible_users=visible, n_users=split.n_users,
                             n_items=split.n_items, scale=split.scale, targets=targets,
                             n_fake=n_fake, filler_size=filler, feedback=cfg.dataset.feedback,
-                            model_cfg=cfg.model, device=str(self.device), seed=seed,
+                            model_cfg=mcfg, device=str(self.device), seed=seed,
                             progress=cfg.progress)
-        fake = cls(options).generate(ctx)
-        atomic_save_npz(path, users=fake.users, items=fake.items, ratings=fake.ratings)
+        start = time.perf_counter()
+        seed_globals(derive_seed(seed, "globals"))
+        fake = ATTACKS[cell.attack](options).generate(ctx)
+        info["seconds"] = time.perf_counter() - start
+        _save_npz(path, {"users": fake.users, "items": fake.items, "ratings": fake.ratings,
+                         "seconds": np.array(info["seconds"])})
         info["cached"] = False
         return fake, info
 
 
-def run_cell(ws: Workspace, cell: Cell) -> dict:
-    """Compute one cell and return its result row."""
+def _jsonable(value):
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _save_npz(path: Path, arrays: dict, compressed: bool = False) -> None:
+    save = np.savez_compressed if compressed else np.savez
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.savez would append ".npz" to a name
+            save(handle, **arrays)
+
+    atomic_write(path, write)
+
+
+# ----------------------------------------------------------------------------- one cell
+
+Stage = Callable[[str], None]
+
+
+def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
+             ) -> tuple[dict, dict[str, np.ndarray]]:
+    """Compute one cell: its result row and its arrays (the per-user rank shifts of the
+    targets, rank before − rank after the attack, over eligible (user, target) pairs)."""
+    stage = stage or (lambda name: None)
     cfg = ws.cfg
     split = ws.split(cell.dataset, cell.repeat)
     targets = ws.targets(cell.dataset, cell.repeat, cell.target_kind)
-    origin_eval, origin_info, origin_seconds = ws.origin(cell.dataset, cell.repeat,
+    stage("origin")
+    origin_eval, origin_info, origin_seconds = ws.origin(cell.dataset, cell.model, cell.repeat,
                                                          cell.target_kind)
     row = {
-        "experiment": cfg.experiment, "dataset": cell.dataset, "model": cfg.model.name,
+        "experiment": cfg.experiment, "dataset": cell.dataset, "model": cell.model,
         "feedback": cfg.dataset.feedback, "target_kind": cell.target_kind,
         "targets": " ".join(str(t) for t in targets), "attack": cell.attack,
         "attack_size": cell.attack_size, "knowledge_cost": cell.knowledge_cost,
-        "defense": cell.defense, "repeat": cell.repeat, "seed": ws.repeat_seed(cell.repeat),
+        "attack_params": params_text(cell.attack_params), "defense": cell.defense,
+        "defense_params": params_text(cell.defense_params), "repeat": cell.repeat,
+        "seed": ws.repeat_seed(cell.repeat), "n_fake": 0, "filler_size": 0,
     }
     timings = {"seconds_attack": 0.0, "seconds_train": 0.0, "seconds_eval": 0.0}
+    arrays: dict[str, np.ndarray] = {}
     if cell.is_origin:
         result, info = origin_eval, dict(origin_info)
-        row.update({"n_fake": 0, "filler_size": 0})
         timings["seconds_train"] = origin_seconds
     else:
-        start = time.perf_counter()
-        fake, attack_info = ws.fake_profiles(cell)
-        timings["seconds_attack"] = time.perf_counter() - start
-        row.update({"n_fake": attack_info["n_fake"], "filler_size": attack_info["filler_size"]})
+        fake = None
+        if cell.attacked:
+            stage("attack")
+            fake, attack_info = ws.fake_profiles(cell)
+            timings["seconds_attack"] = attack_info["seconds"]
+            row.update(n_fake=attack_info["n_fake"], filler_size=attack_info["filler_size"])
+        stage("train")
         start = time.perf_counter()
         seed = derive_seed(ws.repeat_seed(cell.repeat), "train", cell.dataset, cell.target_kind,
                            cell.attack, cell.attack_size, cell.knowledge_cost, cell.defense)
-        model, info = ws.train(cell.defense, ws.training_data(split, fake), seed)
+        model, info = ws.train(cell.defense, cell.defense_params, cell.model,
+                               ws.training_data(split, fake), seed)
         timings["seconds_train"] = time.perf_counter() - start
+        stage("evaluate")
         start = time.perf_counter()
         result = ws.evaluator(cell.dataset, cell.repeat, cell.target_kind).evaluate(model)
         timings["seconds_eval"] = time.perf_counter() - start
+        arrays["rank_shift"] = rank_shift(result, origin_eval).astype(np.int32)
     row.update(result.metrics)
     row["prediction_shift"] = prediction_shift(result, origin_eval, split.scale.max_rating)
     row["best_epoch"] = info.get("best_epoch")
-    row["defense_info"] = json.dumps({k: v for k, v in info.items()
-                                      if k not in ("best_epoch",)}, sort_keys=True,
-                                     default=float)
+    row["defense_info"] = json.dumps({k: v for k, v in info.items() if k != "best_epoch"},
+                                     sort_keys=True, default=_jsonable)
     row.update(timings)
-    return row
+    return row, arrays
+
+
+# ----------------------------------------------------------------------------- tasks
+
+@dataclass(frozen=True)
+class Task:
+    kind: str   # "origin" (the clean model of a split), "profiles" (an attack setting), "cell"
+    key: str
+    cell: Cell
+
+    def label(self) -> str:
+        return self.cell.label() if self.kind == "cell" else f"{self.kind}: {self.cell.label()}"
+
+
+def plan_tasks(cells: list[Cell], keys: dict[Cell, str]) -> tuple[list[Task], dict]:
+    """The cells to run and their prerequisites; ``deps[task.key]`` = prerequisite keys."""
+    tasks: dict[str, Task] = {}
+    deps: dict[str, set[str]] = {}
+    for cell in cells:
+        origin_cell = Cell(cell.dataset, cell.repeat, cell.target_kind, ORIGIN, 0.0, 0.0,
+                           UNDEFENDED, cell.model)
+        need = [Task("origin", f"origin/{cell.dataset}/{cell.model}/{cell.repeat}", origin_cell)]
+        if cell.attacked:
+            setting = dataclasses.replace(cell, defense=UNDEFENDED, defense_params=())
+            need.append(Task("profiles", "profiles/" + content_key(asdict(setting)), setting))
+        for task in need:
+            tasks.setdefault(task.key, task)
+            deps.setdefault(task.key, set())
+        task = Task("cell", keys[cell], cell)
+        tasks[task.key] = task
+        deps[task.key] = {t.key for t in need}
+    return list(tasks.values()), deps
+
+
+def is_cell_failure(exc: BaseException) -> bool:
+    """Failures recorded per cell (the grid goes on): a non-finite loss, out of memory."""
+    if isinstance(exc, (NonFiniteLossError, MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text
+                                              or "can't allocate memory" in text)
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+_PROCESS = {"token": None, "workspace": None, "bars": True, "position": None}
+
+
+def configure_process(bars: bool, position: int | None = None) -> None:
+    """Per-cell progress bars of this process: on/off and the terminal row they use."""
+    _PROCESS.update(bars=bars, position=position)
+
+
+def release_workspace() -> None:
+    _PROCESS.update(token=None, workspace=None)
+
+
+def _workspace(cfg: ExperimentConfig, token: str) -> Workspace:
+    if _PROCESS["token"] != token:
+        _PROCESS.update(token=token, workspace=Workspace(cfg))
+    return _PROCESS["workspace"]
+
+
+def execute(cfg: ExperimentConfig, task: Task, token: str) -> dict:
+    """Run one task in this process; every executor calls this. Returns an outcome dict:
+    ``status`` "ok" (with ``row`` and ``arrays`` for a cell) or "failed" (with ``error``);
+    ``stages`` holds the seconds spent per stage. Other exceptions propagate."""
+    from tqdm.auto import tqdm
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    ws = _workspace(cfg, token)
+    stages: dict[str, float] = {}
+    clock = {"name": None, "start": time.perf_counter()}
+    bar = tqdm(total=None, desc=task.label()[:70], leave=False, position=_PROCESS["position"],
+               disable=not (cfg.progress and _PROCESS["bars"]),
+               bar_format="{desc}{postfix}")
+
+    def stage(name: str | None) -> None:
+        now = time.perf_counter()
+        if clock["name"] is not None:
+            stages[clock["name"]] = stages.get(clock["name"], 0.0) + now - clock["start"]
+        clock.update(name=name, start=now)
+        if name is not None:
+            bar.set_postfix_str(name)
+
+    try:
+        if task.kind == "origin":
+            stage("train")
+            ws.origin_model(task.cell.dataset, task.cell.model, task.cell.repeat)
+            outcome = {"status": "ok"}
+        elif task.kind == "profiles":
+            stage("attack")
+            ws.fake_profiles(task.cell)
+            outcome = {"status": "ok"}
+        else:
+            row, arrays = run_cell(ws, task.cell, stage)
+            row["cell"] = task.key
+            outcome = {"status": "ok", "row": row, "arrays": arrays}
+    except Exception as exc:  # noqa: BLE001 - only recordable failures are kept, see below
+        if not is_cell_failure(exc):
+            raise
+        log.debug("task %s failed", task.label(), exc_info=True)
+        outcome = {"status": "failed", "error": describe(exc)}
+    finally:
+        stage(None)
+        bar.close()
+        torch.set_num_threads(previous_threads)
+    outcome["stages"] = stages
+    return outcome
+
+
+def execute_guarded(cfg: ExperimentConfig, task: Task, token: str) -> dict:
+    """:func:`execute` for worker processes: an unexpected exception comes back as a
+    ``crash`` outcome (with the exception when it pickles) for the driver to raise."""
+    try:
+        return execute(cfg, task, token)
+    except Exception as exc:  # noqa: BLE001 - reported to the driver, which stops the grid
+        import pickle
+        try:
+            pickle.dumps(exc)
+            carried = exc
+        except Exception:  # noqa: BLE001
+            carried = None
+        return {"status": "crash", "error": describe(exc), "exception": carried,
+                "traceback": traceback.format_exc(), "stages": {}}
+
+
+# ----------------------------------------------------------------------------- the driver
+
+class GridFailure(RuntimeError):
+    """A task raised an unexpected error; finished cells are saved, the grid stopped."""
+
+
+def _read_row(path: Path) -> dict | None:
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # missing or damaged: recomputed, never trusted
+    return row if isinstance(row, dict) and "cell" in row else None
+
+
+def _save_cell(cells_dir: Path, key: str, row: dict, arrays: dict) -> dict:
+    if arrays:
+        _save_npz(cells_dir / f"{key}.npz", arrays, compressed=True)
+    text = json.dumps(row, sort_keys=True, default=_jsonable)
+    atomic_write_text(cells_dir / f"{key}.json", text)  # last: its presence marks the cell done
+    (cells_dir / f"{key}.failed.json").unlink(missing_ok=True)
+    return json.loads(text)  # the row exactly as a resumed run will read it
+
+
+def _failure_record(cell: Cell, key: str, error: str, cfg: ExperimentConfig) -> dict:
+    return {"dataset": cell.dataset, "model": cell.model, "feedback": cfg.dataset.feedback,
+            "target_kind": cell.target_kind, "attack": cell.attack,
+            "attack_size": cell.attack_size, "knowledge_cost": cell.knowledge_cost,
+            "attack_params": params_text(cell.attack_params), "defense": cell.defense,
+            "defense_params": params_text(cell.defense_params), "repeat": cell.repeat,
+            "cell": key, "error": error}
 
 
 def run_experiment(cfg: ExperimentConfig, argv: list[str] | None = None) -> Path:
     """Run every cell of ``cfg`` (skipping finished ones) and write the result files."""
-    from utils import reporting
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    from utils import reporting
+    from utils.executors import make_executor
+
+    started = time.time()
     out = Path(cfg.results_dir) / cfg.experiment
     cells_dir = out / "cells"
-    started = time.time()
-    ws = Workspace(cfg)
     plan = plan_cells(cfg)
-    rows, stage_seconds = [], {"seconds_attack": 0.0, "seconds_train": 0.0, "seconds_eval": 0.0}
-    bar = tqdm(plan, desc="cells", unit="cell", disable=not cfg.progress)
-    for cell in bar:
-        bar.set_postfix_str(f"{cell.dataset} r{cell.repeat} {cell.target_kind} "
-                            f"{cell.attack}/{cell.defense}")
-        path = cells_dir / f"{cell_key(cfg, cell)}.json"
-        row = None
-        if path.is_file():
-            try:
-                row = json.loads(path.read_text())
-            except (OSError, ValueError):
-                row = None  # a damaged entry is recomputed, never trusted
-        if row is None:
-            row = run_cell(ws, cell)
-            atomic_write_text(path, json.dumps(row, sort_keys=True))
-            for key in stage_seconds:
-                stage_seconds[key] += row[key]
-        rows.append(row)
-    reporting.write_all(out, cfg, rows, stage_seconds, time.time() - started, argv,
-                        [ws.repeat_seed(r) for r in range(cfg.repeats)])
+    keys = {cell: cell_key(cfg, cell) for cell in plan}
+    for stale in cells_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)  # left by a run killed mid-write
+    rows: dict[Cell, dict] = {}
+    for cell in plan:
+        row = _read_row(cells_dir / f"{keys[cell]}.json")
+        if row is not None:
+            rows[cell] = row
+    todo = [cell for cell in plan if cell not in rows]
+    tasks, deps = plan_tasks(todo, keys)
+    log.info("%s: %d cells, %d finished earlier, %d to run (%s, %d worker%s)", cfg.experiment,
+             len(plan), len(rows), len(todo), cfg.executor, cfg.workers,
+             "" if cfg.workers == 1 else "s")
+    failures: dict[Cell, dict] = {}
+    stage_seconds: dict[str, float] = {}
+    computed = 0
+    dependents: dict[str, list[str]] = {}
+    for key, needs in deps.items():
+        for need in needs:
+            dependents.setdefault(need, []).append(key)
+    by_key = {task.key: task for task in tasks}
+    order = {task.key: (("origin", "profiles", "cell").index(task.kind), n)
+             for n, task in enumerate(tasks)}
+    waiting = {key: set(needs) for key, needs in deps.items()}
+    ready = [order[key] + (key,) for key, needs in waiting.items() if not needs]
+    heapq.heapify(ready)
+    remaining = len(tasks)
+
+    def fail_dependents(key: str, error: str) -> int:
+        lost = 0
+        for dep in dependents.get(key, []):
+            if dep in waiting:
+                task = by_key[dep]
+                del waiting[dep]
+                record_failure(task, f"not run, its {by_key[key].kind} prerequisite "
+                                     f"failed: {error}")
+                lost += 1 + fail_dependents(dep, error)
+        return lost
+
+    def record_failure(task: Task, error: str) -> None:
+        if task.kind != "cell":
+            return
+        record = _failure_record(task.cell, task.key, error, cfg)
+        atomic_write_text(cells_dir / f"{task.key}.failed.json", json.dumps(record))
+        failures[task.cell] = record
+        bar.update(1)
+        bar.set_postfix_str(f"failed {len(failures)}")
+        log.warning("cell failed: %s: %s", task.cell.label(), error)
+
+    progress = cfg.progress
+    bar = tqdm(total=len(plan), initial=len(rows), desc="cells", unit="cell",
+               disable=not progress, dynamic_ncols=True)
+    token = content_key(str(out.resolve()), started)
+    try:
+        with (logging_redirect_tqdm() if progress else _nothing()), \
+                (make_executor(cfg, token) if remaining else _nothing()) as executor:
+            while remaining:
+                while ready and executor.has_capacity():
+                    *_, key = heapq.heappop(ready)
+                    executor.submit(by_key[key])
+                for task, outcome in executor.wait():
+                    remaining -= 1
+                    waiting.pop(task.key, None)
+                    for name, seconds in outcome.get("stages", {}).items():
+                        stage_seconds[name] = stage_seconds.get(name, 0.0) + seconds
+                    status = outcome["status"]
+                    if status == "crash":
+                        worker_trace = outcome.get("traceback", "")
+                        exc = outcome.get("exception")
+                        if exc is None:
+                            exc = GridFailure(f"{task.label()}: {outcome['error']}")
+                        exc.add_note(f"raised in a worker running {task.label()}:\n"
+                                     f"{worker_trace}")
+                        raise exc
+                    if status == "failed":
+                        record_failure(task, outcome["error"])
+                        remaining -= fail_dependents(task.key, outcome["error"])
+                        continue
+                    if task.kind == "cell":
+                        rows[task.cell] = _save_cell(cells_dir, task.key, outcome["row"],
+                                                     outcome.get("arrays") or {})
+                        computed += 1
+                        bar.update(1)
+                    for dep in dependents.get(task.key, []):
+                        if dep in waiting:
+                            waiting[dep].discard(task.key)
+                            if not waiting[dep]:
+                                heapq.heappush(ready, order[dep] + (dep,))
+    finally:
+        bar.close()
+    if failures:
+        log.warning("%d cell%s failed (listed in %s)", len(failures),
+                    "" if len(failures) == 1 else "s", out / "failed.csv")
+    reporting.write_all(
+        out, cfg, [rows[c] for c in plan if c in rows],
+        [failures[c] for c in plan if c in failures], stage_seconds, time.time() - started,
+        argv, [derive_seed(cfg.seed, "repeat", r) for r in range(cfg.repeats)],
+        {"executor": cfg.executor, "workers": cfg.workers, "threads": cfg.threads,
+         "ray_address": cfg.ray_address, "cells_planned": len(plan),
+         "cells_computed": computed, "cells_reused": len(plan) - len(todo),
+         "cells_failed": len(failures)})
     return out
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -1,14 +1,35 @@
 """Result files of an experiment (experiments.md §3), all written atomically:
-``runs.csv`` (one row per cell and seed), ``summary.csv`` (mean, std, n per cell, RI and
-attack-success reduction), ``tables.md`` (paper layout: rows attacks, columns Origin, Attack and
-each defense), the resolved ``config.yaml`` and ``meta.json``."""
+
+- ``runs.csv``: one row per cell and seed — every coordinate, every metric, RI and attack-success
+  reduction against the same seed's Origin and undefended cells, timings last;
+- ``failed.csv``: the cells that failed (non-finite loss, out of memory) with their error;
+- ``summary.csv``: one row per cell over seeds — mean, std (ddof 1), n of each metric, RI and
+  success reduction of the means, and paired t-test p-values with stars of the target HR@K and
+  test HR@K against the best of AT and RAT in the same attack setting (the undefended model
+  where neither ran), plus ``n_failed`` and the errors of failed seeds;
+- ``tables.md`` / ``tables.tex``: the TCD paper's layouts (rows dataset × attack, column groups
+  per target kind): Table 2 (attack target HR@K vs knowledge cost, when several costs ran),
+  Table 3 (target HR@K: Origin, Attack, then every defense that ran), its RI and
+  success-reduction companions, Table 4 (test HR@K), the prediction shift, target HR vs attack
+  size (when several sizes ran) and the failed cells;
+- ``figures/*.png`` (``utils/figures.py``), the resolved ``config.yaml`` and ``meta.json``.
+
+``python -m utils.reporting results/<exp>`` (or ``python main.py --rebuild results/<exp>``)
+rebuilds summary, tables and figures from ``runs.csv`` without retraining; ``write_all`` goes
+through the same path, so a rebuild reproduces them byte for byte.
+"""
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import logging
+import math
 import platform
+import re
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,49 +37,430 @@ import pandas as pd
 
 from utils.atomic import atomic_write_text
 from utils.config import ExperimentConfig, dump_yaml
-from utils.statistics import mean_std_n, robustness_improvement, success_reduction
+from utils.statistics import (mean_std_n, paired_p_value, robustness_improvement, stars,
+                              success_reduction)
 
-COORDS = ["dataset", "model", "feedback", "target_kind", "attack", "attack_size",
-          "knowledge_cost", "defense"]
+log = logging.getLogger(__name__)
+
+ORIGIN = "none"       # attack of the clean data
+UNDEFENDED = "none"   # plain training (the "Attack" column under an attack)
+BASE = ["dataset", "model", "feedback", "target_kind"]
+SETTING = BASE + ["attack", "attack_size", "knowledge_cost", "attack_params"]
+COORDS = SETTING + ["defense", "defense_params"]
+ID_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_kind", "targets",
+              "attack", "attack_size", "knowledge_cost", "attack_params", "defense",
+              "defense_params", "repeat", "seed", "n_fake", "filler_size"]
+TEXT_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_kind", "targets",
+                "attack", "attack_params", "defense", "defense_params", "defense_info", "error"]
+FAILED_COLUMNS = COORDS + ["repeat", "cell", "error"]
+METRIC_ORDER = ["hr@", "ndcg@", "test_mse", "test_rmse", "target_hr@", "target_hr_all@",
+                "avg_target_rank", "target_score", "prediction_shift", "ri",
+                "success_reduction", "best_epoch", "defense_info"]
+DEFENSE_ORDER = ["none", "at", "rat", "tcd", "share", "pamacf", "vat"]
+DISPLAY = {"none": "Attack", "at": "AT", "rat": "RAT", "tcd": "TCD", "share": "SHARE",
+           "pamacf": "PamaCF", "vat": "VAT"}
+BASELINES = ("at", "rat")   # "the best baseline" of the TCD tables
 FLOAT_FORMAT = "%.8g"
 
 
+# ----------------------------------------------------------------------------- runs
+
+def _metric_rank(column: str) -> tuple:
+    for n, prefix in enumerate(METRIC_ORDER):
+        if column == prefix or (prefix.endswith("@") and column.startswith(prefix)):
+            return (n, column)
+    return (len(METRIC_ORDER), column)
+
+
+def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Identity columns, then metrics in a fixed order, then timings: the same column order
+    whatever order the rows were computed or read in."""
+    ids = [c for c in ID_COLUMNS if c in frame]
+    timing = sorted(c for c in frame if c.startswith("seconds_"))
+    rest = sorted((c for c in frame if c not in ids and c not in timing), key=_metric_rank)
+    return frame[ids + rest + timing]
+
+
+def runs_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    for col in ("attack_params", "defense_params"):
+        frame[col] = frame[col].fillna("") if col in frame else ""
+    return frame
+
+
+def read_runs(source) -> pd.DataFrame:
+    """``runs.csv`` (or ``failed.csv``) back as a frame with its text columns as text."""
+    frame = pd.read_csv(source, dtype={c: str for c in TEXT_COLUMNS})
+    for col in ("attack_params", "defense_params"):  # absent from files of older versions
+        frame[col] = frame[col].fillna("") if col in frame else ""
+    if "model" not in frame:
+        frame["model"] = "mf"
+    return frame
+
+
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    skip = set(COORDS) | {"experiment", "targets", "repeat", "seed", "defense_info", "n_fake",
-                          "filler_size"}
+    skip = set(ID_COLUMNS) | {"defense_info", "error"}
     return [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])
             and not c.startswith("seconds_")]
 
 
 def add_relative_metrics(runs: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Per seed: RI and attack-success reduction against the same seed's Origin and Attack."""
-    runs = runs.copy()
+    """Per seed: RI and attack-success reduction against the same seed's Origin and
+    undefended cells (blank on clean-data rows)."""
+    runs = runs.drop(columns=["ri", "success_reduction"], errors="ignore").copy()
     col = f"target_hr@{k}"
-    base = ["dataset", "model", "feedback", "target_kind", "repeat"]
-    origin = runs[runs.attack == "none"].set_index(base)[col].rename("_origin")
-    attack_cols = base + ["attack", "attack_size", "knowledge_cost"]
-    undefended = runs[(runs.attack != "none") & (runs.defense == "none")]
-    undefended = undefended.set_index(attack_cols)[col].rename("_attack")
-    runs = runs.join(origin, on=base).join(undefended, on=attack_cols)
-    runs["ri"] = [robustness_improvement(d, a, o) if atk != "none" else np.nan
-                  for d, a, o, atk in zip(runs[col], runs["_attack"], runs["_origin"],
-                                          runs["attack"])]
-    runs["success_reduction"] = [success_reduction(d, a) if atk != "none" else np.nan
-                                 for d, a, atk in zip(runs[col], runs["_attack"], runs["attack"])]
-    return runs.drop(columns=["_origin", "_attack"])
+    key = ["repeat"]
+    origin = runs[(runs.attack == ORIGIN) & (runs.defense == UNDEFENDED)]
+    origin = origin.set_index(BASE + key)[col].rename("_origin")
+    undefended = runs[runs.defense == UNDEFENDED].set_index(SETTING + key)[col].rename("_attack")
+    joined = runs.join(origin, on=BASE + key).join(undefended, on=SETTING + key)
+    attacked = (joined.attack != ORIGIN).to_numpy()
+    runs["ri"] = [robustness_improvement(d, a, o) if hit else np.nan for d, a, o, hit in
+                  zip(joined[col], joined["_attack"], joined["_origin"], attacked)]
+    runs["success_reduction"] = [success_reduction(d, a) if hit else np.nan for d, a, hit in
+                                 zip(joined[col], joined["_attack"], attacked)]
+    return runs
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+# ----------------------------------------------------------------------------- summary
+
+def _key(values) -> tuple:
+    return tuple(values)
+
+
+def summarize(runs: pd.DataFrame, k: int, failed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per cell over seeds (see the module docstring)."""
     metrics = metric_columns(runs)
-    out = []
-    for key, group in runs.groupby(COORDS, sort=False, dropna=False):
+    groups = {_key(key): group for key, group in runs.groupby(COORDS, sort=False, dropna=False)}
+    rows = []
+    for key, group in groups.items():
         row = dict(zip(COORDS, key))
+        row["n_runs"] = len(group)
         for m in metrics:
-            mean, std, n = mean_std_n(group[m])
-            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = mean, std, n
-        out.append(row)
-    return pd.DataFrame(out)
+            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = mean_std_n(group[m])
+        rows.append(row)
+    if failed is not None and len(failed):
+        for key, group in failed.groupby(COORDS, sort=False, dropna=False):
+            key = _key(key)
+            if key not in groups:
+                rows.append({**dict(zip(COORDS, key)), "n_runs": 0})
+    summary = pd.DataFrame(rows, columns=None if rows else COORDS + ["n_runs"])
+    if summary.empty:
+        return summary
+    _add_failures(summary, failed)
+    _add_relative_of_means(summary, k)
+    for metric, lower_is_better in ((f"target_hr@{k}", True), (f"hr@{k}", False)):
+        if metric in runs:
+            _add_significance(summary, groups, metric, lower_is_better)
+    return summary
 
+
+def _add_failures(summary: pd.DataFrame, failed: pd.DataFrame | None) -> None:
+    counts, errors = {}, {}
+    if failed is not None and len(failed):
+        for key, group in failed.groupby(COORDS, sort=False, dropna=False):
+            counts[_key(key)] = len(group)
+            errors[_key(key)] = " | ".join(dict.fromkeys(group["error"].astype(str)))
+    keys = [_key(r) for r in summary[COORDS].itertuples(index=False)]
+    summary["n_failed"] = [counts.get(key, 0) for key in keys]
+    summary["errors"] = [errors.get(key, "") for key in keys]
+
+
+def _add_relative_of_means(summary: pd.DataFrame, k: int) -> None:
+    """RI and success reduction computed from the mean target HRs (what the tables show)."""
+    col = f"target_hr@{k}_mean"
+    ri, sr = [], []
+    if col in summary:
+        records = summary.to_dict("records")
+        origin = {tuple(r[c] for c in BASE): r[col] for r in records
+                  if r["attack"] == ORIGIN and r["defense"] == UNDEFENDED}
+        undefended = {tuple(r[c] for c in SETTING): r[col] for r in records
+                      if r["defense"] == UNDEFENDED}
+        for r in records:
+            attacked = r["attack"] != ORIGIN
+            o = origin.get(tuple(r[c] for c in BASE), np.nan)
+            a = undefended.get(tuple(r[c] for c in SETTING), np.nan)
+            ri.append(robustness_improvement(r[col], a, o) if attacked else np.nan)
+            sr.append(success_reduction(r[col], a) if attacked else np.nan)
+    else:
+        ri = sr = [np.nan] * len(summary)
+    summary["ri_of_means"] = ri
+    summary["success_reduction_of_means"] = sr
+
+
+def _add_significance(summary: pd.DataFrame, groups: dict, metric: str,
+                      lower_is_better: bool) -> None:
+    """p-value of each defended cell against the best of AT and RAT in its attack setting
+    (by mean; the undefended cell when neither ran), paired over seeds; stars mark
+    significant improvements only."""
+    mean = f"{metric}_mean"
+    by_setting: dict[tuple, list[dict]] = {}
+    records = summary.to_dict("records")
+    for rec in records:
+        by_setting.setdefault(tuple(rec[c] for c in SETTING), []).append(rec)
+    names, pvalues, marks = [], [], []
+    for rec in records:
+        base = None
+        if rec["defense"] != UNDEFENDED and mean in rec:
+            peers = by_setting[tuple(rec[c] for c in SETTING)]
+            candidates = [p for p in peers if p["defense"] in BASELINES
+                          and not math.isnan(p.get(mean, np.nan))]
+            if candidates:
+                pick = min if lower_is_better else max
+                base = pick(candidates, key=lambda p: p[mean])
+            else:
+                base = next((p for p in peers if p["defense"] == UNDEFENDED), None)
+        if base is None or base is rec:
+            names.append("")
+            pvalues.append(np.nan)
+            marks.append("")
+            continue
+        mine = groups.get(tuple(rec[c] for c in COORDS))
+        theirs = groups.get(tuple(base[c] for c in COORDS))
+        p = np.nan
+        if mine is not None and theirs is not None:
+            a = mine.set_index("repeat")[metric]
+            b = theirs.set_index("repeat")[metric]
+            common = a.index.intersection(b.index)
+            p = paired_p_value(a.loc[common].to_numpy(), b.loc[common].to_numpy())
+        better = (rec[mean] < base[mean]) if lower_is_better else (rec[mean] > base[mean])
+        names.append(variant_name(base["defense"], base["defense_params"]))
+        pvalues.append(p)
+        marks.append(stars(p) if better else "")
+    summary[f"baseline_{metric}"] = names
+    summary[f"p_{metric}"] = pvalues
+    summary[f"stars_{metric}"] = marks
+
+
+def variant_name(defense: str, params: str) -> str:
+    return defense + (f" ({params})" if params else "")
+
+
+# ----------------------------------------------------------------------------- tables
+
+@dataclass
+class Value:
+    mean: float
+    std: float = float("nan")
+    n: int = 1
+    stars: str = ""
+    percent: bool = False
+    failed: bool = False   # every seed of the cell failed (see "Failed cells")
+
+
+@dataclass
+class Table:
+    title: str
+    label_columns: list[str]
+    groups: list[str]           # column groups (target kinds)
+    columns: list[str]          # leaf columns under every group
+    rows: list[list] = field(default_factory=list)   # labels, then Value | None per leaf
+    blocks: list[int] = field(default_factory=list)  # row indices that start a new block
+
+
+def _numeric_label(value: float) -> str:
+    return f"{value:g}"
+
+
+def _defense_variants(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    seen = list(dict.fromkeys(
+        (d, p) for d, p in summary[["defense", "defense_params"]].itertuples(index=False)
+        if d != UNDEFENDED))
+    first = {v: n for n, v in enumerate(seen)}
+    rank = {d: n for n, d in enumerate(DEFENSE_ORDER)}
+    return sorted(seen, key=lambda v: (rank.get(v[0], len(rank)), first[v]))
+
+
+def _display(defense: str, params: str) -> str:
+    name = DISPLAY.get(defense, defense)
+    return f"{name} ({params})" if params else name
+
+
+class _Index:
+    """Summary rows by coordinates, with the layout facts the tables share."""
+
+    def __init__(self, summary: pd.DataFrame, k: int) -> None:
+        self.summary, self.k = summary, k
+        self.records = {tuple(r[c] for c in COORDS): r for r in summary.to_dict("records")}
+        self.kinds = list(dict.fromkeys(summary.target_kind))
+        self.variants = _defense_variants(summary)
+        attacked = summary[summary.attack != ORIGIN]
+        self.many_models = summary[["model", "feedback"]].drop_duplicates().shape[0] > 1
+        self.sizes = list(dict.fromkeys(attacked.attack_size))
+        self.costs = list(dict.fromkeys(attacked.knowledge_cost))
+        self.n_mode = int(summary["n_runs"].mode().iloc[0]) if len(summary) else 1
+
+    def get(self, base: tuple, attack: tuple, defense: str, params: str = "") -> dict | None:
+        return self.records.get(base + attack + (defense, params))
+
+    def value(self, rec: dict | None, metric: str, with_stars: bool = True) -> Value | None:
+        if rec is None:
+            return None
+        if rec.get("n_runs") == 0 and rec.get("n_failed", 0) > 0:
+            return Value(float("nan"), n=0, failed=True)
+        if f"{metric}_mean" not in rec:
+            return None
+        mean = rec[f"{metric}_mean"]
+        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            return None
+        mark = rec.get(f"stars_{metric}", "") if with_stars else ""
+        return Value(mean, rec[f"{metric}_std"], int(rec[f"{metric}_n"]),
+                     mark if isinstance(mark, str) else "")
+
+    def settings(self, attacked_only: bool = True, vary: tuple = ()) -> list[tuple]:
+        """Row keys: (dataset, model, feedback) + (attack, size, cost, params), in order of
+        appearance; ``vary`` names the coordinates that become columns instead."""
+        frame = self.summary
+        if attacked_only:
+            frame = frame[frame.attack != ORIGIN]
+        cols = ["dataset", "model", "feedback", "attack", "attack_size", "knowledge_cost",
+                "attack_params"]
+        keep = [c for c in cols if c not in vary]
+        return list(dict.fromkeys(tuple(r) for r in frame[keep].itertuples(index=False)))
+
+    def label_columns(self, vary: tuple = ()) -> list[str]:
+        labels = ["Dataset"] + (["Model"] if self.many_models else []) + ["Attack"]
+        if len(self.sizes) > 1 and "attack_size" not in vary:
+            labels.append("Size")
+        if len(self.costs) > 1 and "knowledge_cost" not in vary:
+            labels.append("Cost")
+        return labels
+
+    def labels(self, row: dict, vary: tuple = ()) -> list[str]:
+        attack = row["attack"]
+        attack = "(no attack)" if attack == ORIGIN else attack
+        if row.get("attack_params"):
+            attack += f" ({row['attack_params']})"
+        out = [row["dataset"]]
+        if self.many_models:
+            out.append(f"{row['model']} ({row['feedback']})")
+        out.append(attack)
+        if len(self.sizes) > 1 and "attack_size" not in vary:
+            out.append("" if row["attack"] == ORIGIN else _numeric_label(row["attack_size"]))
+        if len(self.costs) > 1 and "knowledge_cost" not in vary:
+            out.append("" if row["attack"] == ORIGIN else _numeric_label(row["knowledge_cost"]))
+        return out
+
+
+def _blocks(keys: list[tuple]) -> list[int]:
+    return [n for n in range(len(keys)) if n == 0 or keys[n][:3] != keys[n - 1][:3]]
+
+
+def _row_dict(key: tuple, vary: tuple = ()) -> dict:
+    cols = ["dataset", "model", "feedback", "attack", "attack_size", "knowledge_cost",
+            "attack_params"]
+    return dict(zip([c for c in cols if c not in vary], key))
+
+
+def defense_table(ix: _Index, metric: str, title: str, with_clean: bool) -> Table:
+    """Rows dataset × attack setting; per target kind: Origin, Attack, each defense."""
+    columns = ["Origin", "Attack"] + [_display(*v) for v in ix.variants]
+    keys = ix.settings()
+    clean = ([key for key in ix.settings(attacked_only=False) if key[3] == ORIGIN]
+             if with_clean and ix.variants else [])
+    has_clean = {key[:3] for key in clean if any(
+        ix.get(key[:3] + (kind,), key[3:], d, p) for kind in ix.kinds for d, p in ix.variants)}
+    ordered = []
+    for block in dict.fromkeys(key[:3] for key in clean + keys):
+        ordered += [key for key in keys if key[:3] == block]
+        ordered += [key for key in clean if key[:3] == block and block in has_clean]
+    table = Table(title, ix.label_columns(), ix.kinds, columns, blocks=_blocks(ordered))
+    for key in ordered:
+        row = _row_dict(key)
+        cells = list(ix.labels(row))
+        for kind in ix.kinds:
+            base = key[:3] + (kind,)
+            origin = ix.get(base, (ORIGIN, 0.0, 0.0, ""), UNDEFENDED)
+            cells.append(ix.value(origin, metric, with_stars=False))
+            attacked = key[3] != ORIGIN
+            cells.append(ix.value(ix.get(base, key[3:], UNDEFENDED), metric, with_stars=False)
+                         if attacked else None)
+            cells += [ix.value(ix.get(base, key[3:], d, p), metric) for d, p in ix.variants]
+        table.rows.append(cells)
+    return table
+
+
+def relative_table(ix: _Index, column: str, title: str, percent: bool) -> Table | None:
+    """RI or success reduction (of the means) per defense, with a mean row per block."""
+    if not ix.variants:
+        return None
+    keys = ix.settings()
+    columns = [_display(*v) for v in ix.variants]
+    table = Table(title, ix.label_columns(), ix.kinds, columns)
+    blocks = list(dict.fromkeys(key[:3] for key in keys))
+    for block in blocks:
+        table.blocks.append(len(table.rows))
+        collected: list[list[float]] = [[] for _ in ix.kinds for _ in ix.variants]
+        for key in (key for key in keys if key[:3] == block):
+            cells = list(ix.labels(_row_dict(key)))
+            n = 0
+            for kind in ix.kinds:
+                for d, p in ix.variants:
+                    rec = ix.get(key[:3] + (kind,), key[3:], d, p)
+                    value = rec.get(column) if rec else None
+                    ok = value is not None and not math.isnan(value)
+                    cells.append(Value(value, percent=percent) if ok else None)
+                    if ok:
+                        collected[n].append(value)
+                    n += 1
+            table.rows.append(cells)
+        labels = [block[0]] + ([f"{block[1]} ({block[2]})"] if ix.many_models else []) + ["mean"]
+        labels += [""] * (len(table.label_columns) - len(labels))
+        table.rows.append(labels + [Value(float(np.mean(v)), percent=percent) if v else None
+                                    for v in collected])
+    return table
+
+
+def sweep_table(ix: _Index, metric: str, coord: str, title: str, fmt) -> Table | None:
+    """Undefended target HR with one attack coordinate (cost or size) as columns."""
+    values = ix.costs if coord == "knowledge_cost" else ix.sizes
+    if len(values) < 2:
+        return None
+    vary = (coord,)
+    keys = ix.settings(vary=vary)
+    columns = ["Origin"] + [fmt(v) for v in values]
+    table = Table(title, ix.label_columns(vary), ix.kinds, columns, blocks=_blocks(keys))
+    for key in keys:
+        row = _row_dict(key, vary)
+        cells = list(ix.labels(row, vary))
+        for kind in ix.kinds:
+            base = key[:3] + (kind,)
+            cells.append(ix.value(ix.get(base, (ORIGIN, 0.0, 0.0, ""), UNDEFENDED), metric,
+                                  with_stars=False))
+            for v in values:
+                setting = dict(row, **{coord: v})
+                attack = (setting["attack"], setting["attack_size"], setting["knowledge_cost"],
+                          setting["attack_params"])
+                cells.append(ix.value(ix.get(base, attack, UNDEFENDED), metric,
+                                      with_stars=False))
+        table.rows.append(cells)
+    return table
+
+
+def build_tables(summary: pd.DataFrame, k: int) -> list[Table]:
+    if summary.empty:
+        return []
+    ix = _Index(summary, k)
+    hr, thr = f"hr@{k}", f"target_hr@{k}"
+    tables = [
+        sweep_table(ix, thr, "knowledge_cost",
+                    f"Table 2 · Attack target HR@{k} vs knowledge cost (no defense)",
+                    lambda c: f"c={c:g}"),
+        defense_table(ix, thr, f"Table 3 · Target HR@{k}", with_clean=True),
+        relative_table(ix, "ri_of_means", f"Table 3 · RI (robustness improvement) of the "
+                                          f"mean target HR@{k}", percent=False),
+        relative_table(ix, "success_reduction_of_means",
+                       f"Table 3 · Attack-success reduction of the mean target HR@{k}",
+                       percent=True),
+        defense_table(ix, hr, f"Table 4 · Test HR@{k}", with_clean=True),
+        defense_table(ix, "prediction_shift", "Prediction shift of the targets", False),
+        sweep_table(ix, thr, "attack_size", f"Target HR@{k} vs attack size (no defense)",
+                    lambda s: f"{100 * s:g}%"),
+    ]
+    return [t for t in tables if t is not None and t.rows]
+
+
+# ----------------------------------------------------------------------------- rendering
 
 def fmt(mean: float, std: float, n: int) -> str:
     if n == 0 or np.isnan(mean):
@@ -66,50 +468,114 @@ def fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.4f} ± {std:.4f}" if n > 1 and not np.isnan(std) else f"{mean:.4f}"
 
 
-def tables_markdown(summary: pd.DataFrame, k: int) -> str:
-    """Per dataset and metric: rows attacks, column groups target kinds, columns Origin,
-    Attack (no defense) and each defense."""
-    lines = []
-    metrics = [(f"target_hr@{k}", f"Target HR@{k}"), (f"hr@{k}", f"Test HR@{k}"),
-               ("prediction_shift", "Prediction shift")]
-    defenses = [d for d in summary.defense.unique() if d != "none"]
-    for (dataset, model), block in summary.groupby(["dataset", "model"], sort=False):
-        kinds = list(block.target_kind.unique())
-        attacks = [a for a in block.attack.unique() if a != "none"]
-        settings = block[block.attack != "none"][["attack_size", "knowledge_cost"]]
-        settings = settings.drop_duplicates().itertuples(index=False)
-        settings = list(settings)
-        for metric, title in metrics:
-            lines.append(f"## {dataset} · {model} · {title}\n")
-            header = ["Attack"]
-            for kind in kinds:
-                header += [f"{kind}: Origin", f"{kind}: Attack"] + [f"{kind}: {d}" for d in
-                                                                  defenses]
-            lines.append("| " + " | ".join(header) + " |")
-            lines.append("|" + "---|" * len(header))
-            for attack in attacks:
-                for size, cost in settings:
-                    label = attack if len(settings) == 1 else f"{attack} ({size:g}, c={cost:g})"
-                    cells = [label]
-                    for kind in kinds:
-                        sel = block[block.target_kind == kind]
-                        origin = sel[sel.attack == "none"]
-                        cells.append(_cell(origin, metric))
-                        for defense in ["none"] + defenses:
-                            hit = sel[(sel.attack == attack) & (sel.defense == defense) &
-                                      (sel.attack_size == size) & (sel.knowledge_cost == cost)]
-                            cells.append(_cell(hit, metric))
-                    lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
+def _text(value: Value | None, n_mode: int, latex: bool) -> str:
+    if value is None:
+        return ""
+    if value.failed:
+        return "failed"
+    if value.percent:
+        text = f"{100 * value.mean:.1f}%"
+        return text.replace("%", r"\%") if latex else text
+    if value.n > 1 and not math.isnan(value.std):
+        text = (f"{value.mean:.4f} $\\pm$ {value.std:.4f}" if latex
+                else f"{value.mean:.4f} ± {value.std:.4f}")
+    else:
+        text = f"{value.mean:.4f}"
+    if value.stars:
+        text += f"$^{{{value.stars}}}$" if latex else value.stars
+    if value.n != n_mode:
+        text += f" (n={value.n})"
+    return text
+
+
+NOTE = ("Mean ± std (ddof 1) over {n} seed{s} unless marked (n=…). Stars: paired t-test "
+        "across seeds against the best of AT and RAT in the same attack setting (the undefended "
+        "model where neither ran); only improvements are marked: * p < 0.05, ** p < 0.01, "
+        "*** p < 0.001. RI = 1 − (HR_def − HR_origin) / (HR_attack − HR_origin) from the mean "
+        "target HRs, blank when the attack gained ≤ 1e-4; success reduction = 1 − "
+        "HR_def / HR_attack.")
+
+
+def render_markdown(title: str, tables: list[Table], failed: pd.DataFrame | None,
+                    n_mode: int) -> str:
+    lines = [f"# {title}", "", NOTE.format(n=n_mode, s="" if n_mode == 1 else "s"), ""]
+    for table in tables:
+        header = table.label_columns + [f"{g}: {c}" for g in table.groups for c in table.columns]
+        lines += [f"## {table.title}", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        for row in table.rows:
+            n_labels = len(table.label_columns)
+            cells = row[:n_labels] + [_text(v, n_mode, False) for v in row[n_labels:]]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if failed is not None and len(failed):
+        lines += ["## Failed cells", "", "| Dataset | Model | Seed | Targets | Attack | "
+                  "Defense | Error |", "|---|---|---|---|---|---|---|"]
+        for rec in failed.to_dict("records"):
+            lines.append(f"| {rec['dataset']} | {rec['model']} | {rec['repeat']} | "
+                         f"{rec['target_kind']} | {_attack_label(rec)} | "
+                         f"{variant_name(rec['defense'], rec['defense_params'])} | "
+                         f"{str(rec['error']).replace('|', '/')} |")
+        lines.append("")
     return "\n".join(lines)
 
 
-def _cell(rows: pd.DataFrame, metric: str) -> str:
-    if rows.empty or f"{metric}_mean" not in rows:
-        return ""
-    r = rows.iloc[0]
-    return fmt(r[f"{metric}_mean"], r[f"{metric}_std"], int(r[f"{metric}_n"]))
+def _attack_label(rec: dict) -> str:
+    if rec["attack"] == ORIGIN:
+        return "(no attack)"
+    params = f" {rec['attack_params']}" if rec.get("attack_params") else ""
+    return f"{rec['attack']}{params} ({rec['attack_size']:g}, c={rec['knowledge_cost']:g})"
 
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}", "±": r"$\pm$", "·": r"$\cdot$", "≤": r"$\leq$",
+                  "−": "-", "…": r"\ldots{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def render_latex(title: str, tables: list[Table], failed: pd.DataFrame | None,
+                 n_mode: int) -> str:
+    lines = [f"% {title}: tables generated by utils/reporting.py",
+             "% requires \\usepackage{booktabs}",
+             "% " + NOTE.format(n=n_mode, s="" if n_mode == 1 else "s"), ""]
+    for table in tables:
+        n_labels, width = len(table.label_columns), len(table.columns)
+        spec = "l" * n_labels + ("@{\\quad}" + "c" * width) * len(table.groups)
+        lines += ["\\begin{table}[t]", "\\centering", "\\small",
+                  f"\\caption{{{latex_escape(table.title)}}}",
+                  f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+        group_cells = [""] * n_labels + [f"\\multicolumn{{{width}}}{{c}}{{{latex_escape(g)}}}"
+                                         for g in table.groups]
+        lines.append(" & ".join(group_cells) + " \\\\")
+        rules = "".join(f"\\cmidrule(lr){{{n_labels + 1 + n * width}-{n_labels + (n + 1) * width}}}"
+                        for n in range(len(table.groups)))
+        lines.append(rules)
+        header = table.label_columns + table.columns * len(table.groups)
+        lines.append(" & ".join(latex_escape(h) for h in header) + " \\\\")
+        lines.append("\\midrule")
+        for n, row in enumerate(table.rows):
+            if n in table.blocks and n > 0:
+                lines.append("\\midrule")
+            labels = [latex_escape(c) for c in row[:n_labels]]
+            if n not in table.blocks:
+                labels[0] = ""  # the dataset is named once per block
+            cells = labels + [_text(v, n_mode, True) for v in row[n_labels:]]
+            lines.append(" & ".join(cells) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    if failed is not None and len(failed):
+        lines.append("% Failed cells:")
+        for rec in failed.to_dict("records"):
+            lines.append(f"% {rec['dataset']} {rec['model']} seed {rec['repeat']} "
+                         f"{rec['target_kind']} {_attack_label(rec)} "
+                         f"{variant_name(rec['defense'], rec['defense_params'])}: {rec['error']}")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- files
 
 def csv_text(frame: pd.DataFrame) -> str:
     buf = io.StringIO()
@@ -126,27 +592,105 @@ def git_commit() -> str | None:
         return None
 
 
-def write_all(out: Path, cfg: ExperimentConfig, rows: list[dict], stage_seconds: dict,
-              wall: float, argv, seeds: list[int]) -> None:
+def report(out: Path, runs: pd.DataFrame, failed: pd.DataFrame | None, k: int,
+           title: str) -> list[Path]:
+    """summary.csv, tables.md, tables.tex and figures/ from a runs frame (as read from
+    runs.csv). Returns the figure paths."""
+    from utils import figures
+
+    summary = summarize(runs, k, failed)
+    atomic_write_text(out / "summary.csv", csv_text(summary))
+    tables = build_tables(summary, k)
+    n_mode = int(summary["n_runs"].mode().iloc[0]) if len(summary) else 1
+    atomic_write_text(out / "tables.md", render_markdown(title, tables, failed, n_mode))
+    atomic_write_text(out / "tables.tex", render_latex(title, tables, failed, n_mode))
+    return figures.write_figures(out / "figures", runs, summary, k, out / "cells")
+
+
+def write_all(out: Path, cfg: ExperimentConfig, rows: list[dict], failed: list[dict],
+              stage_seconds: dict, wall: float, argv, seeds: list[int],
+              execution: dict | None = None) -> None:
     import torch
 
     k = cfg.evaluation.k
-    runs = pd.DataFrame(rows)
-    runs = add_relative_metrics(runs, k)
-    timing = [c for c in runs.columns if c.startswith("seconds_")]
-    runs = runs[[c for c in runs.columns if c not in timing] + timing]
-    summary = summarize(runs)
-    atomic_write_text(out / "runs.csv", csv_text(runs))
-    atomic_write_text(out / "summary.csv", csv_text(summary))
-    atomic_write_text(out / "tables.md", f"# {cfg.experiment}\n\n" + tables_markdown(summary, k))
+    out.mkdir(parents=True, exist_ok=True)
+    runs = runs_frame(rows) if rows else pd.DataFrame(columns=ID_COLUMNS)
+    if rows:
+        runs = add_relative_metrics(runs, k)
+    text = csv_text(order_columns(runs))
+    atomic_write_text(out / "runs.csv", text)
+    failed_frame = pd.DataFrame(failed, columns=FAILED_COLUMNS)
+    if failed:
+        failed_text = csv_text(failed_frame)
+        atomic_write_text(out / "failed.csv", failed_text)
+        failed_frame = read_runs(io.StringIO(failed_text))
+    else:
+        (out / "failed.csv").unlink(missing_ok=True)
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
+    # Reported from runs.csv as written, exactly as a rebuild will.
+    figure_paths = report(out, read_runs(io.StringIO(text)), failed_frame, k, cfg.experiment)
     meta = {
-        "experiment": cfg.experiment, "argv": list(argv or sys.argv),
+        "experiment": cfg.experiment, "argv": list(sys.argv if argv is None else argv),
         "python": platform.python_version(), "torch": torch.__version__,
         "numpy": np.__version__, "pandas": pd.__version__, "git_commit": git_commit(),
-        "machine": f"{platform.machine()} {platform.system()}",
-        "cpu_threads": torch.get_num_threads(), "master_seed": cfg.seed,
-        "repeat_seeds": seeds, "cells": len(rows), "wall_seconds": round(wall, 3),
-        "stage_seconds": {k_: round(v, 3) for k_, v in stage_seconds.items()},
+        "machine": f"{platform.machine()} {platform.system()} {platform.node()}",
+        "cpu_count": __import__("os").cpu_count(), "torch_threads_per_cell": cfg.threads,
+        "master_seed": cfg.seed, "repeat_seeds": seeds, "cells": len(rows),
+        "failed_cells": len(failed), "wall_seconds": round(wall, 3),
+        "stage_seconds": {k_: round(v, 3) for k_, v in sorted(stage_seconds.items())},
+        "execution": execution or {},
+        "figures": [p.name for p in figure_paths],
     }
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
+
+
+def _k_of(out: Path, runs: pd.DataFrame) -> tuple[int, str]:
+    import yaml
+
+    title, k = out.name, None
+    path = out / "config.yaml"
+    if path.is_file():
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        title = tree.get("experiment", title)
+        k = (tree.get("evaluation") or {}).get("k")
+    if k is None:
+        found = [int(m.group(1)) for c in runs for m in [re.fullmatch(r"target_hr@(\d+)", c)]
+                 if m]
+        if not found:
+            raise ValueError(f"{out / 'runs.csv'}: no target_hr@K column; is it a runs.csv?")
+        k = found[0]
+    return int(k), title
+
+
+def rebuild(out: Path) -> list[Path]:
+    """Rebuild summary.csv, tables.md, tables.tex and the figures from runs.csv (and
+    failed.csv, and the rank shifts under cells/) without training anything."""
+    out = Path(out)
+    path = out / "runs.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; pass a results/<experiment> folder of a "
+                                "finished run")
+    runs = read_runs(path)
+    failed = read_runs(out / "failed.csv") if (out / "failed.csv").is_file() else None
+    k, title = _k_of(out, runs)
+    return report(out, runs, failed, k, title)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Rebuild summary.csv, tables.md, tables.tex and figures from runs.csv")
+    parser.add_argument("folder", help="results/<experiment>")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        paths = rebuild(Path(args.folder))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"rebuilt: {Path(args.folder) / 'tables.md'}, {Path(args.folder) / 'tables.tex'}, "
+          f"{len(paths)} figure{'s' if len(paths) != 1 else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Grids, resume and failures (experiments.md §2 and §6): every list is crossed with Origin and
+undefended cells added once; a grid killed with a real signal partway and rerun ends with exactly
+the rows and numbers of an uninterrupted run (and a 2-worker pool gives the numbers of one
+process); a cell with a non-finite loss is recorded and the grid goes on."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from defenses import DEFENSES
+from defenses.none import NoDefense
+from tests.conftest import REPO, small_tree
+from utils.config import ConfigError, config_from_dict
+from utils.pipeline import cell_key, plan_cells, run_experiment
+
+
+def numbers(path) -> str:
+    """runs.csv without its timing columns: what must match between runs."""
+    runs = pd.read_csv(path)
+    return runs[[c for c in runs.columns if not c.startswith("seconds_")]].to_csv(index=False)
+
+
+def children(pid: int) -> set[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if Path(f"/proc/{p}").exists()
+            and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+
+
+def test_every_list_is_crossed_with_origin_and_undefended_added_once(tmp_path):
+    tree = small_tree(tmp_path, repeats=2, targets={"kind": ["random", "unpopular"]},
+                      attack={"name": ["random", "average"], "size": [0.02, 0.05],
+                              "knowledge_cost": [0.4, 1.0]},
+                      defense={"name": ["at"], "options": {"at": {"eps": [0.01, 0.05]}}})
+    cfg = config_from_dict(tree)
+    cells = plan_cells(cfg)
+    # Per (repeat, kind): Origin + 2 attacks × 2 sizes × 2 costs × (undefended + 2 AT variants).
+    assert len(cells) == 2 * 2 * (1 + 2 * 2 * 2 * 3)
+    assert len({cell_key(cfg, c) for c in cells}) == len(cells)
+    origins = collections.Counter((c.repeat, c.target_kind) for c in cells if c.is_origin)
+    assert origins == {(r, k): 1 for r in range(2) for k in ("random", "unpopular")}
+    settings = collections.Counter((c.repeat, c.target_kind, c.attack, c.attack_size,
+                                    c.knowledge_cost) for c in cells
+                                   if c.attacked and c.defense == "none")
+    assert len(settings) == 2 * 2 * 8 and set(settings.values()) == {1}
+    assert {c.defense_params for c in cells if c.defense == "at"} == {
+        (("eps", 0.01),), (("eps", 0.05),)}
+    # Extending the grid keeps the keys of the cells it already had (they are reused) ...
+    bigger = config_from_dict({**tree, "defense": {"name": ["at", "rat"],
+                                                   "options": tree["defense"]["options"]}})
+    assert {cell_key(bigger, c) for c in cells} <= {cell_key(bigger, c) for c in
+                                                    plan_cells(bigger)}
+    assert all(cell_key(bigger, c) == cell_key(cfg, c) for c in cells)
+    # ... while anything that changes a cell's numbers changes its key.
+    other = config_from_dict({**tree, "model": {**tree["model"], "dim": 16}})
+    assert not {cell_key(other, c) for c in cells} & {cell_key(cfg, c) for c in cells}
+    with pytest.raises(ConfigError, match="defense.options.at.eps"):
+        config_from_dict({**tree, "defense": {"name": "at", "options": {"at": {"eps": []}}}})
+
+
+KILL_GRID = {"targets": {"kind": ["random", "unpopular"]},
+             "attack": {"name": ["random", "average", "bandwagon"], "size": 0.05},
+             "defense": {"name": ["none", "rat"]}, "model": {"dim": 16, "epochs": 25,
+                                                              "batch_size": 256}}
+
+
+def test_grid_killed_partway_resumes_to_the_uninterrupted_result(tmp_path):
+    reference = run_experiment(config_from_dict(small_tree(tmp_path / "ref", **KILL_GRID)))
+    total = len(pd.read_csv(reference / "runs.csv"))
+    tree = small_tree(tmp_path / "killed", **KILL_GRID)
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    cells = tmp_path / "killed" / "results" / "t" / "cells"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--config", str(config),
+                             "workers=2", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and len(list(cells.glob("*.json"))) < 3:
+            time.sleep(0.02)
+        workers = children(proc.pid)
+        proc.send_signal(signal.SIGKILL)  # "killed at any moment": no handler runs
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = len(list(cells.glob("*.json")))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert 3 <= finished < total, "the kill must land partway through the grid"
+    assert not (cells.parent / "runs.csv").exists()
+    assert len(workers) >= 2 and not alive(workers), "workers must die with the driver"
+    resumed = run_experiment(config_from_dict(tree))  # rerun, one process this time
+    assert numbers(resumed / "runs.csv") == numbers(reference / "runs.csv")
+    meta = json.loads((resumed / "meta.json").read_text())
+    assert meta["execution"]["cells_reused"] == finished
+    assert meta["execution"]["cells_computed"] == total - finished
+    assert not list(cells.glob(".*.tmp"))
+
+
+class ExplodingDefense(NoDefense):
+    """Plain training at a learning rate that overflows: a real non-finite loss."""
+
+    name = "exploding"
+
+    def fit(self, data):
+        self.model_cfg = dataclasses.replace(self.model_cfg, lr=1e30)
+        return super().fit(data)
+
+
+def test_non_finite_loss_fails_its_cell_and_the_grid_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(DEFENSES, "exploding", ExplodingDefense)
+    tree = small_tree(tmp_path, targets={"kind": ["random", "unpopular"]},
+                      attack={"name": ["random", "bandwagon"]},
+                      defense={"name": ["exploding", "none"]})
+    out = run_experiment(config_from_dict(tree))
+    runs = pd.read_csv(out / "runs.csv")
+    failed = pd.read_csv(out / "failed.csv")
+    # Every Origin and undefended cell finished; each exploding cell is recorded with its error.
+    assert len(runs) == 2 * (1 + 2) and set(runs.defense) == {"none"}
+    assert len(failed) == 2 * 2 and set(failed.defense) == {"exploding"}
+    assert failed.error.str.startswith("NonFiniteLossError: non-finite training loss").all()
+    summary = pd.read_csv(out / "summary.csv")
+    exploded = summary[summary.defense == "exploding"]
+    assert len(exploded) == 4 and (exploded.n_failed == 1).all() and (exploded.n_runs == 0).all()
+    assert exploded.errors.str.contains("NonFiniteLossError").all()
+    tables = (out / "tables.md").read_text()
+    assert "## Failed cells" in tables and tables.count("| exploding | NonFiniteLossError") == 4
+    assert "| failed |" in tables
+    # A rerun keeps the finished cells and retries only the failed ones.
+    out = run_experiment(config_from_dict(tree))
+    meta = json.loads((out / "meta.json").read_text())["execution"]
+    assert (meta["cells_reused"], meta["cells_computed"], meta["cells_failed"]) == (6, 0, 4)
