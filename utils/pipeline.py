@@ -330,7 +330,8 @@ class Workspace:
                             n_items=split.n_items, scale=split.scale, targets=targets,
                             n_fake=n_fake, filler_size=filler, feedback=cfg.dataset.feedback,
                             model_cfg=mcfg, device=str(self.device), seed=seed,
-                            progress=cfg.progress)
+                            progress=cfg.progress,
+                            extra={"raw_item_ids": self.data(cell.dataset).raw_item_ids})
         start = time.perf_counter()
         seed_globals(derive_seed(seed, "globals"))
         fake = ATTACKS[cell.attack](options).generate(ctx)
