@@ -3,7 +3,7 @@
 Model selection uses the validation data only (never the test set). ``Trainer.train_step`` is
 the autograd step any model supports and that defenses override to add adversarial terms;
 ``Trainer.fast_epoch`` is a hand-derived gradient path for plain explicit MF (the hot loop of
-Origin, Attack, TCD and the attacks' surrogates): no autograd graph, gathered rows and a single
+Origin, Attack, TCD and the attacks' surrogates): no autograd graph, sparse products and one
 fused Adam update, the same mathematics as the straightforward loop (see benchmarks/).
 
 Implicit feedback (protocol.md §2–3, the NDSS protocol): every training row is a positive; each
