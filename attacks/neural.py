@@ -38,6 +38,16 @@ Deviations, and why:
 - The attacker's held-out data is a random ``val_fraction`` of its own view (the authors select
   on the defender's test split, which an attacker does not have).
 - Visible users and fakes get compact ids in the poison model (as in ``attacks/surrogate.py``).
+- ``max_poison_models`` (off by default) caps the number of poison models by raising s to
+  ceil(m / cap): the cost is about (m / s) × 25 poison-model epochs, and the NDSS preset uses
+  a cap of 10 so that its 3% and 5% cells stay within an hour per seed on two cores.
+- ``filler_score: lift`` (an option; the default ``score`` is the authors' rule) ranks items by
+  ŷ_v / exp(mean_u log ŷ_{u,i}) — the fake user's predicted probability over a typical real
+  user's — instead of ŷ_v. On implicit ML-100K the authors' rule picks the most popular items
+  (median filler popularity ≈ 180–260 ratings vs ≈ 25 for uniform fillers) because a fake user
+  with a handful of ratings is scored mostly by the items' popularity; popular fillers move the
+  targets' median rank up a lot but rarely into a top-10 that those same items occupy. The lift
+  removes the part of ŷ_v every user shares. Both are reported by ``configs/ndss.yaml``.
 """
 from __future__ import annotations
 
@@ -72,11 +82,16 @@ class NeuralOptions:
     top_k: int = field(default=10, metadata=_range(1))             # K of g(u) and target HR
     n_fillers: int | None = field(default=None, metadata=_range(1))  # None: threat model's size
     users_per_model: int = field(default=1, metadata=_range(1))    # s
+    max_poison_models: int | None = field(default=None, metadata=_range(1))  # caps m / s
     attack_batch_users: int = field(default=32, metadata=_range(1))
     surrogate: str | None = None                                   # ncf | mf; None: victim's
     val_fraction: float = field(default=0.1, metadata=_range(0, 1, hi_open=True))
+    filler_score: str = "score"   # score: ŷ_v (the authors'); lift: ŷ_v / typical user's ŷ
 
     def __post_init__(self) -> None:
+        if self.filler_score not in ("score", "lift"):
+            raise ConfigError(f"filler_score: unknown rule '{self.filler_score}'; use score "
+                              "(the authors' ŷ_v) or lift")
         if self.surrogate is not None and self.surrogate not in ("ncf", "mf"):
             raise ConfigError(f"surrogate: unknown model '{self.surrogate}'; use ncf, mf or "
                               "null (the victim's family)")
@@ -233,15 +248,29 @@ class _NeuralRun:
 
     # ------------------------------------------------------------------ fillers
     @torch.no_grad()
+    def mean_log_scores(self, model, chunk: int = 256) -> torch.Tensor:
+        """Per item, the mean over visible real users of log ŷ_{u,i}: how much a typical user
+        is predicted to like the item (the popularity part of every user's scores)."""
+        total = torch.zeros(self.n_items, device=self.device)
+        for users in torch.arange(self.n_visible, device=self.device).split(chunk):
+            total += self.log_scores(model.score_all(users).float()).sum(0)
+        return total / max(self.n_visible, 1)
+
+    @torch.no_grad()
     def choose_fillers(self, model, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-n of ŷ_v ⊙ p per new fake user, in order, decaying p as items are chosen.
         Returns (items, ratings), each (len(new), n_fill)."""
         cand = torch.as_tensor(self.candidates, device=self.device)
         scores = model.score_all(torch.as_tensor(self.n_visible + new, device=self.device))
         y = scores[:, cand].float()
+        if self.opts.filler_score == "lift":
+            typical = self.mean_log_scores(model)[cand]
+            preference = torch.exp(self.log_scores(y) - typical)
+        else:
+            preference = self.probabilities(y)
         items, ratings = [], []
-        for row in y:  # a handful of fake users per poison model; p changes between them
-            picks = torch.topk(self.probabilities(row) * self.prob, self.n_fill).indices
+        for row, pref in zip(y, preference):  # a few fake users; p changes between them
+            picks = torch.topk(pref * self.prob, self.n_fill).indices
             self.prob[picks] *= self.opts.decay
             if bool((self.prob < 1.0).all()):
                 self.prob.fill_(1.0)
@@ -259,8 +288,11 @@ class _NeuralRun:
         all_ratings = np.zeros((ctx.n_fake, width))
         bar = tqdm(total=ctx.n_fake, desc="neural attack", unit="fake user",
                    disable=not ctx.progress, leave=False)
-        for group, start in enumerate(range(0, ctx.n_fake, opts.users_per_model)):
-            new = np.arange(start, min(start + opts.users_per_model, ctx.n_fake))
+        per_model = opts.users_per_model
+        if opts.max_poison_models:
+            per_model = max(per_model, -(-ctx.n_fake // opts.max_poison_models))
+        for group, start in enumerate(range(0, ctx.n_fake, per_model)):
+            new = np.arange(start, min(start + per_model, ctx.n_fake))
             done = profiles_from(all_items[:start], all_ratings[:start])
             fakes = Interactions(done.users + self.n_visible, done.items, done.ratings)
             model, hr = self.poison_model(fakes, new, group)

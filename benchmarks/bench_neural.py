@@ -12,6 +12,7 @@ both target HR@10 values.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -77,14 +78,18 @@ def main() -> None:
     ctx = context(cfg, split, args.size, args.seed)
     neural = ATTACKS["neural"]
     options = neural.parse_options(cfg.attack.options.get("neural"), "attack.options.neural")
-    start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    start, cpu_start = time.perf_counter(), time.process_time()
     fake = neural(options).generate(ctx)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     print(f"machine: {machine()}")
+    print(f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
+          "(other processes share the cores)")
     print(f"dataset: {data.name} ({cfg.dataset.feedback}), fake users: {ctx.n_fake}, "
           f"profile width: {len(fake) // ctx.n_fake}, targets: {ctx.targets.tolist()}")
     rows = [("neural attack generation (s)", f"{seconds:.1f}", f"≤ {BUDGET_SECONDS:.0f} s",
              "ok" if seconds <= BUDGET_SECONDS else "slower"),
+            ("process CPU time (s)", f"{cpu:.1f}", "", ""),
             ("per fake user (s)", f"{seconds / ctx.n_fake:.1f}", "", "")]
     if args.evaluate:
         k = cfg.evaluation.k

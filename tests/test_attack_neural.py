@@ -138,3 +138,49 @@ def test_selection_probability_decays_and_resets():
     fillers, ratings = run.choose_fillers(model, np.array([3]))
     assert fillers[0].tolist() == [1, 2]
     assert ratings[0].tolist() == pytest.approx([1.0, 0.8])  # Π(prediction) on the grid
+
+
+class RowScores(Recommender):
+    """Fixed score rows per user (explicit-mode probabilities)."""
+
+    def __init__(self, rows):
+        super().__init__()
+        self.rows = torch.tensor(rows, dtype=torch.float32)
+        self.n_users, self.n_items = self.rows.shape
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def score_all(self, users):
+        return self.rows[users]
+
+
+def tiny_context(n_fake=1):
+    return ThreatContext(view=Interactions([0, 1], [1, 2], [1.0, 0.6]),
+                         visible_users=np.array([0, 1]), n_users=2, n_items=6,
+                         scale=RatingScale(5, 5), targets=np.array([0]), n_fake=n_fake,
+                         filler_size=2, feedback="explicit", model_cfg=ModelConfig())
+
+
+def test_lift_removes_what_every_user_shares():
+    typical = [0.5, 0.9, 0.8, 0.1, 0.1, 0.1]
+    fake = [0.9, 0.8, 0.7, 0.5, 0.2, 0.1]
+    model = RowScores([typical, typical, fake])
+    by_score = _NeuralRun(NeuralOptions(), tiny_context())
+    assert sorted(by_score.choose_fillers(model, np.array([0]))[0][0].tolist()) == [1, 2]
+    by_lift = _NeuralRun(NeuralOptions(filler_score="lift"), tiny_context())
+    # ratios to the typical user: item 3 → 5, item 4 → 2, items 1, 2 → below 1
+    assert sorted(by_lift.choose_fillers(model, np.array([0]))[0][0].tolist()) == [3, 4]
+    with pytest.raises(ConfigError, match="filler_score"):
+        ATTACKS["neural"].parse_options({"filler_score": "pop"})
+
+
+def test_max_poison_models_groups_the_fake_users(monkeypatch):
+    groups = []
+
+    def fake_poison_model(self, fakes, new, group):
+        groups.append(new.tolist())
+        return RowScores([[0.1, 0.9, 0.8, 0.7, 0.6, 0.5]] * (self.n_visible + self.ctx.n_fake)), 0.0
+
+    monkeypatch.setattr(_NeuralRun, "poison_model", fake_poison_model)
+    fake = ATTACKS["neural"](NeuralOptions(max_poison_models=2)).generate(tiny_context(5))
+    assert groups == [[0, 1, 2], [3, 4]]  # s = ceil(5 / 2) = 3
+    assert len(np.unique(fake.users)) == 5
