@@ -42,6 +42,8 @@ def test_unknown_names_list_the_valid_ones():
     assert "valid:" in error_of({"dataset": "movielens"})
     assert "valid:" in error_of({"defense": {"name": "tcdd"}})
     assert "valid:" in error_of({"model": {"name": "svd"}})
+    msg = error_of({"attack": {"export": ["csv", "parquet"]}})
+    assert "attack.export" in msg and "npy" in msg
 
 
 @pytest.mark.parametrize("size", [0, -0.1, 0.51, [0.03, 0.6]])

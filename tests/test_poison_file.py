@@ -154,3 +154,38 @@ def test_path_format_and_raw_id_errors(tmp_path):
         file_attack(csv).generate(context(raw=None))
     with pytest.raises(AttackError, match="format 'xls' is unknown"):
         export_poison(make_profiles(), tmp_path, "p", RAW_IDS, SCALE, N_ITEMS, ["xls"])
+
+
+def test_pipeline_exports_profiles_that_replay_through_attack_file(tmp_path):
+    """`attack.export` writes each cell's profiles; `attack: file` on the exported CSV loads the
+    same profiles (its own export is byte-identical) and they still lift the targets; editing
+    the file is noticed (its hash is in the cache keys)."""
+    import pandas as pd
+
+    from tests.conftest import small_tree
+    from utils.config import config_from_dict
+    from utils.pipeline import run_experiment
+
+    tree = small_tree(tmp_path, attack={"name": ["average"], "size": 0.05,
+                                        "export": ["csv", "npy"]})
+    out = run_experiment(config_from_dict(tree))
+    exported = sorted(p.name for p in (out / "poison").iterdir())
+    assert [p.rsplit(".", 1)[1] for p in exported] == ["csv", "npy"]
+    csv = out / "poison" / exported[0]
+
+    replay = small_tree(tmp_path, experiment="replay",
+                        attack={"name": ["file"], "size": 0.05, "export": ["csv"],
+                                "options": {"file": {"path": str(csv)}}})
+    replay_out = run_experiment(config_from_dict(replay))
+    (again,) = list((replay_out / "poison").iterdir())
+    assert again.read_text() == csv.read_text()
+    replayed = pd.read_csv(replay_out / "runs.csv").set_index("attack")
+    assert replayed.loc["file", "prediction_shift"] > 0.3
+
+    # Same path, other contents (every rating the lowest): the cached cell is not reused.
+    table = pd.read_csv(csv)
+    table["rating"] = 1
+    table.to_csv(csv, index=False)
+    edited = pd.read_csv(run_experiment(config_from_dict(replay)) / "runs.csv")
+    assert edited.set_index("attack").loc["file", "prediction_shift"] < \
+        replayed.loc["file", "prediction_shift"] - 0.3

@@ -72,6 +72,10 @@ class AttackConfig:
     knowledge_cost: float | list[float] = field(default=0.4, metadata=_range(0, 1, lo_open=True))
     filler_size: int | None = field(default=None, metadata=_range(1))
     options: dict = field(default_factory=dict)  # per-attack options: {aush: {epochs: 150}}
+    # Also write each cell's fake profiles to results/<experiment>/poison/ in these formats
+    # (csv, tsv: raw item ids and ratings; npy: dense fake-users × items), loadable by
+    # `attack: file`. Never changes a cell's numbers.
+    export: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -313,6 +317,8 @@ def validate(cfg: ExperimentConfig) -> None:
         _check_name(name, sorted(DEFENSES), "defense.name")
     for name in as_list(cfg.model.name):
         _check_name(name, sorted(MODELS), "model.name")
+    for fmt in cfg.attack.export:
+        _check_name(fmt, ["csv", "tsv", "npy"], "attack.export")
     _check_name(cfg.executor, ["local", "ray"], "executor")
     _check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
     _check_name(cfg.model.optimizer, ["adam", "adadelta", "sgd"], "model.optimizer")

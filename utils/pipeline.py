@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from attacks import ATTACKS
+from attacks.poison_file import export_poison
 from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
                             select_targets)
 from data import load_dataset, split_ratings
@@ -147,16 +148,18 @@ def component_options(cfg: ExperimentConfig, kind: str, name: str, params: tuple
 def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     """Content key of everything that determines a cell's numbers (and nothing else: where the
     files live, the execution settings and the other grid coordinates do not change it, so a
-    grid can be extended and still reuse its finished cells)."""
+    grid can be extended and still reuse its finished cells). The sources that compute a cell's
+    numbers are part of the key: after an algorithm is edited, its cells run again."""
     c = to_dict(cfg)
     dataset = {k: v for k, v in c["dataset"].items() if k not in ("name", "root", "cache_dir")}
     targets = {k: v for k, v in c["targets"].items() if k != "kind"}
-    attack = (asdict(component_options(cfg, "attack", cell.attack, cell.attack_params))
-              if cell.attacked else None)
+    attack_options = (component_options(cfg, "attack", cell.attack, cell.attack_params)
+                      if cell.attacked else None)
+    attack = (asdict(attack_options), poison_file_digest(attack_options)) if cell.attacked else None
     defense = asdict(component_options(cfg, "defense", cell.defense, cell.defense_params))
     return content_key(asdict(cell), cfg.seed, dataset, c["split"], targets,
                        asdict(model_config(cfg, cell.model)), c["evaluation"],
-                       c["attack"]["filler_size"], attack, defense)
+                       c["attack"]["filler_size"], attack, defense, cell_sources_digest())
 
 
 @functools.lru_cache(maxsize=None)
@@ -170,6 +173,27 @@ def source_fingerprint(*parts: str) -> str:
             digest.update(file.name.encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def cell_sources_digest() -> str:
+    """Digest of every source a cell's numbers depend on (the pipeline's own bookkeeping and the
+    reports excluded, so an edit there keeps finished cells; an edit to how the pipeline
+    combines the stages needs a new experiment name)."""
+    return source_fingerprint("data", "attacks", "models", "defenses", "utils/metrics.py",
+                              "utils/seeding.py")
+
+
+def poison_file_digest(options) -> str | None:
+    """SHA-256 of the poison file an ``attack: file`` cell reads (None for other attacks), so
+    profiles cached from a file are never reused after the file changes."""
+    path = getattr(options, "path", None)
+    if not isinstance(path, str) or not path or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def seed_globals(seed: int) -> None:
@@ -319,13 +343,15 @@ class Workspace:
         key = content_key("profiles", cell.dataset, split.n_users, split.n_items, seen.users,
                           seen.items, seen.ratings, targets, cell.attack, repr(options), n_fake,
                           filler, cell.knowledge_cost, seed, cfg.dataset.feedback, asdict(mcfg),
-                          source_fingerprint("attacks", "models"))
+                          source_fingerprint("attacks", "models"), poison_file_digest(options))
         path = self.cache / "profiles" / f"{cell.attack}-{key}.npz"
         cached = load_npz(path)
         if cached is not None and {"users", "items", "ratings"} <= set(cached):
             info["cached"] = True
             info["seconds"] = float(cached["seconds"]) if "seconds" in cached else 0.0
-            return Interactions(cached["users"], cached["items"], cached["ratings"]), info
+            fake = Interactions(cached["users"], cached["items"], cached["ratings"])
+            self.export_profiles(cell, fake)
+            return fake, info
         ctx = ThreatContext(view=view, visible_users=visible, n_users=split.n_users,
                             n_items=split.n_items, scale=split.scale, targets=targets,
                             n_fake=n_fake, filler_size=filler, feedback=cfg.dataset.feedback,
@@ -339,7 +365,21 @@ class Workspace:
         _save_npz(path, {"users": fake.users, "items": fake.items, "ratings": fake.ratings,
                          "seconds": np.array(info["seconds"])})
         info["cached"] = False
+        self.export_profiles(cell, fake)
         return fake, info
+
+    def export_profiles(self, cell: Cell, fake: Interactions) -> None:
+        """Write a cell's fake profiles to ``results/<experiment>/poison/`` in the formats of
+        ``attack.export`` (one file stem per attack setting and repeat)."""
+        formats = self.cfg.attack.export
+        if not formats:
+            return
+        split = self.split(cell.dataset, cell.repeat)
+        stem = "_".join([cell.dataset, cell.model, f"r{cell.repeat}", cell.target_kind,
+                         cell.attack, f"size{cell.attack_size:g}", f"kc{cell.knowledge_cost:g}"]
+                        + [f"{k}{v}" for k, v in sorted(dict(cell.attack_params).items())])
+        export_poison(fake, Path(self.cfg.results_dir) / self.cfg.experiment / "poison", stem,
+                      self.data(cell.dataset).raw_item_ids, split.scale, split.n_items, formats)
 
 
 def _jsonable(value):
