@@ -246,6 +246,7 @@ class Value:
     stars: str = ""
     percent: bool = False
     failed: bool = False   # every seed of the cell failed (see "Failed cells")
+    derived: bool = False  # computed from the seeds' means (RI, reduction): no n, no std
 
 
 @dataclass
@@ -399,14 +400,15 @@ def relative_table(ix: _Index, column: str, title: str, percent: bool) -> Table 
                     rec = ix.get(key[:3] + (kind,), key[3:], d, p)
                     value = rec.get(column) if rec else None
                     ok = value is not None and not math.isnan(value)
-                    cells.append(Value(value, percent=percent) if ok else None)
+                    cells.append(Value(value, percent=percent, derived=True) if ok else None)
                     if ok:
                         collected[n].append(value)
                     n += 1
             table.rows.append(cells)
         labels = [block[0]] + ([f"{block[1]} ({block[2]})"] if ix.many_models else []) + ["mean"]
         labels += [""] * (len(table.label_columns) - len(labels))
-        table.rows.append(labels + [Value(float(np.mean(v)), percent=percent) if v else None
+        table.rows.append(labels + [Value(float(np.mean(v)), percent=percent, derived=True)
+                                    if v else None
                                     for v in collected])
     return table
 
@@ -483,7 +485,7 @@ def _text(value: Value | None, n_mode: int, latex: bool) -> str:
         text = f"{value.mean:.4f}"
     if value.stars:
         text += f"$^{{{value.stars}}}$" if latex else value.stars
-    if value.n != n_mode:
+    if value.n != n_mode and not value.derived:
         text += f" (n={value.n})"
     return text
 
