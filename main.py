@@ -5,7 +5,8 @@ YAML, e.g. ``dataset=ml-1m defense=[none,tcd] repeats=5``), validates everything
 work, runs every cell and writes the result files to ``results/<experiment>/``.
 ``python main.py --rebuild results/<experiment>`` rebuilds summary, tables and figures from its
 ``runs.csv`` without training anything.
-Exit codes: 0 done, 2 bad configuration, 1 any other error (message on one line).
+Exit codes: 0 done, 2 bad configuration, 1 any other error or a failed cell (message on one
+line).
 """
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     print(f"results: {out}/ (tables: {out / 'tables.md'})")
+    if (out / "failed.csv").is_file():
+        print(f"error: some cells failed, listed in {out / 'failed.csv'}; the others are "
+              "saved: fix the cause and rerun the same command to run only those",
+              file=sys.stderr)
+        return 1
     return 0
 
 

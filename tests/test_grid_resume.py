@@ -155,3 +155,9 @@ def test_non_finite_loss_fails_its_cell_and_the_grid_goes_on(tmp_path, monkeypat
     out = run_experiment(config_from_dict(tree))
     meta = json.loads((out / "meta.json").read_text())["execution"]
     assert (meta["cells_reused"], meta["cells_computed"], meta["cells_failed"]) == (6, 0, 4)
+    # From the command line, a grid with failed cells exits non-zero.
+    import yaml
+
+    from main import main
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(tree))
+    assert main(["--config", str(tmp_path / "grid.yaml"), "--quiet"]) == 1
