@@ -1,6 +1,10 @@
 """Adversarial training of the batch embeddings, the core shared by AT, RAT, PamaCF, VAT and
 SHARE (APR: He et al., SIGIR 2018; as used by TCD's baselines, Wang et al., WISE 2022).
 
+Model selection (validation loss) considers only the epochs after the warm-up, so the model
+returned has been adversarially trained (a deviation from selecting over every epoch: with a
+strong ε, PamaCF and VAT would otherwise return the plain warm-up model).
+
 After ``warmup`` epochs of plain training, each mini-batch adds w · L(θ + δ) to the clean loss,
 where δ perturbs every embedding row of the batch with a per-row magnitude ε_row:
 AT takes the direction of the clean-loss gradient (the worst case to first order), RAT a random
@@ -127,7 +131,12 @@ class AdversarialDefense(Defense):
     def fit(self, data: TrainingData):
         model = self.new_model(data)
         trainer = self.configure(self.new_trainer(model, data))
-        result = trainer.fit(data.train, data.val)
+        # Only adversarially trained epochs are eligible: when a strong ε makes every
+        # adversarial epoch's validation loss worse than the warm-up's, selecting on all epochs
+        # returns the plain warm-up model — plain, early-stopped training under this name.
+        adversarial = self.options.eps > 0 and self.options.adv_weight > 0
+        result = trainer.fit(data.train, data.val,
+                             select_from=self.options.warmup + 1 if adversarial else 1)
         return trainer.model, {"best_epoch": result.best_epoch, "best_val": result.best_val,
                                "eps": self.options.eps}
 

@@ -373,8 +373,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, train, val: Interactions, epochs: int | None = None,
-            progress=None) -> FitResult:
-        """Train ``epochs`` epochs; restore the epoch with the best validation loss."""
+            progress=None, select_from: int = 1) -> FitResult:
+        """Train ``epochs`` epochs; restore the epoch with the best validation loss among
+        epochs ``select_from`` (1-based) and later."""
         epochs = epochs or self.cfg.epochs
         start = time.perf_counter()
         best_val, best_epoch, best_state = math.inf, 0, None
@@ -385,7 +386,8 @@ class Trainer:
             history.append({"epoch": self.epoch, "train_loss": loss, "val_loss": val_loss})
             if self.feedback == "implicit":
                 history[-1][f"val_hr@{self.val_k}"] = -val_loss
-            if not (val_loss >= best_val) or best_state is None:
+            eligible = self.epoch >= select_from or self.epoch == epochs
+            if eligible and (not (val_loss >= best_val) or best_state is None):
                 best_val, best_epoch = val_loss, self.epoch
                 best_state = copy.deepcopy(self.model.state_dict())
             if progress is not None:

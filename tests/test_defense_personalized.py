@@ -18,6 +18,7 @@ from defenses.mf_adversarial import (HandDerivedAdversarialTrainer, adversarial_
 from defenses.pamacf import PamaCFOptions, norm_scaled_eps
 from defenses.vat import VATOptions, loss_scaled_eps
 from models.mf import MF
+from models.trainer import Trainer
 from utils.config import DatasetConfig, ModelConfig
 
 CFG = ModelConfig(dim=16, epochs=6, batch_size=256)
@@ -152,3 +153,24 @@ def test_item_weight_zero_rows_train_their_user_but_never_move_their_item(data):
     # Weight 1 everywhere is the unweighted epoch.
     assert torch.allclose(ones.item_emb, plain.item_emb, atol=1e-6)
     assert torch.allclose(ones.user_emb, plain.user_emb, atol=1e-6)
+
+
+def test_the_selected_model_is_an_adversarially_trained_one(data, monkeypatch):
+    """A strong ε makes every adversarial epoch validate worse than the warm-up's last; the
+    defense still returns an adversarial epoch, not the plain warm-up model."""
+    results = []
+    fit = Trainer.fit
+
+    def recording_fit(self, *args, **kwargs):
+        results.append(fit(self, *args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    options = DEFENSES["pamacf"].parse_options({"eps": 5.0, "warmup": 3})
+    defense = DEFENSES["pamacf"](options, ModelConfig(dim=16, epochs=8, batch_size=256,
+                                                      lr=0.01), seed=1)
+    _, info = defense.fit(data)
+    history = {h["epoch"]: h["val_loss"] for h in results[-1].history}
+    assert min(history, key=history.get) <= 3      # over every epoch, the warm-up would win
+    assert 4 <= info["best_epoch"] <= 8
+    assert info["best_val"] == min(v for e, v in history.items() if e >= 4)
