@@ -380,13 +380,15 @@ class Trainer:
         start = time.perf_counter()
         best_val, best_epoch, best_state = math.inf, 0, None
         history = []
+        first = self.epoch + 1  # epochs are counted across fits; select_from is absolute too
         for _ in range(epochs):
             loss = self.train_epoch(self.epoch_data(train))
             val_loss = self.validate(val)
             history.append({"epoch": self.epoch, "train_loss": loss, "val_loss": val_loss})
             if self.feedback == "implicit":
                 history[-1][f"val_hr@{self.val_k}"] = -val_loss
-            eligible = self.epoch >= select_from or self.epoch == epochs
+            # The last epoch of this fit is eligible even when select_from lies beyond it.
+            eligible = self.epoch >= select_from or self.epoch == first + epochs - 1
             if eligible and (not (val_loss >= best_val) or best_state is None):
                 best_val, best_epoch = val_loss, self.epoch
                 best_state = copy.deepcopy(self.model.state_dict())

@@ -305,6 +305,7 @@ def _check_name(value: str, valid: list[str], where: str) -> None:
 def validate(cfg: ExperimentConfig) -> None:
     """Check component names, choices and per-component options against the registries."""
     from attacks import ATTACKS
+    from attacks.poison_file import FORMATS as POISON_FORMATS
     from data import DATASETS
     from defenses import DEFENSES
     from models import MODELS
@@ -318,7 +319,7 @@ def validate(cfg: ExperimentConfig) -> None:
     for name in as_list(cfg.model.name):
         _check_name(name, sorted(MODELS), "model.name")
     for fmt in cfg.attack.export:
-        _check_name(fmt, ["csv", "tsv", "npy"], "attack.export")
+        _check_name(fmt, list(POISON_FORMATS), "attack.export")
     _check_name(cfg.executor, ["local", "ray"], "executor")
     _check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
     _check_name(cfg.model.optimizer, ["adam", "adadelta", "sgd"], "model.optimizer")

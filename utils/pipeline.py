@@ -349,9 +349,7 @@ class Workspace:
         if cached is not None and {"users", "items", "ratings"} <= set(cached):
             info["cached"] = True
             info["seconds"] = float(cached["seconds"]) if "seconds" in cached else 0.0
-            fake = Interactions(cached["users"], cached["items"], cached["ratings"])
-            self.export_profiles(cell, fake)
-            return fake, info
+            return Interactions(cached["users"], cached["items"], cached["ratings"]), info
         ctx = ThreatContext(view=view, visible_users=visible, n_users=split.n_users,
                             n_items=split.n_items, scale=split.scale, targets=targets,
                             n_fake=n_fake, filler_size=filler, feedback=cfg.dataset.feedback,
@@ -365,7 +363,6 @@ class Workspace:
         _save_npz(path, {"users": fake.users, "items": fake.items, "ratings": fake.ratings,
                          "seconds": np.array(info["seconds"])})
         info["cached"] = False
-        self.export_profiles(cell, fake)
         return fake, info
 
     def export_profiles(self, cell: Cell, fake: Interactions) -> None:
@@ -547,7 +544,8 @@ def execute(cfg: ExperimentConfig, task: Task, token: str) -> dict:
             outcome = {"status": "ok"}
         elif task.kind == "profiles":
             stage("attack")
-            ws.fake_profiles(task.cell)
+            fake, _ = ws.fake_profiles(task.cell)
+            ws.export_profiles(task.cell, fake)  # once per attack setting, not per defense
             outcome = {"status": "ok"}
         else:
             row, arrays = run_cell(ws, task.cell, stage)
