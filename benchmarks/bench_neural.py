@@ -7,7 +7,7 @@ the issue's budget (≤ 10 minutes on the 2-core machine). With ``--evaluate`` i
 trains the NeuMF victim on the neural and on the Random poison of the same size and prints
 both target HR@10 values.
 
-    python benchmarks/bench_neural.py [--size 0.01] [--threads 1] [--evaluate]
+    python benchmarks/bench_neural.py [--size 0.01] [--threads 1] [--filler-score lift] [--evaluate]
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from attacks.threat import ThreatContext, knowledge_view, n_fake_users, select_t
 from data import load_dataset, split_ratings
 from data.ratings import Interactions
 from defenses import DEFENSES, TrainingData
-from utils.config import load_config
+from utils.config import load_config, option_sweeps
 from utils.metrics import Evaluator
 from utils.seeding import numpy_rng
 
@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--size", type=float, default=0.01, help="attack size (share of users)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--filler-score", choices=["score", "lift"], default=None,
+                        help="filler rule (default: the preset's first)")
     parser.add_argument("--evaluate", action="store_true",
                         help="also train the victim on neural and random poison")
     parser.add_argument("overrides", nargs="*", help="extra configs/ndss.yaml overrides")
@@ -77,7 +79,13 @@ def main() -> None:
                           cfg.split.val_fraction, cfg.dataset.feedback)
     ctx = context(cfg, split, args.size, args.seed)
     neural = ATTACKS["neural"]
-    options = neural.parse_options(cfg.attack.options.get("neural"), "attack.options.neural")
+    raw = dict(cfg.attack.options.get("neural") or {})
+    # The preset sweeps some options (filler_score: [score, lift]); time one variant.
+    sweeps = option_sweeps(neural.Options, raw, "attack.options.neural")
+    variant = dict(sweeps[0])
+    if args.filler_score:
+        variant["filler_score"] = args.filler_score
+    options = neural.parse_options({**raw, **variant}, "attack.options.neural")
     load_before = os.getloadavg()[0]
     start, cpu_start = time.perf_counter(), time.process_time()
     fake = neural(options).generate(ctx)
@@ -86,7 +94,8 @@ def main() -> None:
     print(f"load average (1 min) before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f} "
           "(other processes share the cores)")
     print(f"dataset: {data.name} ({cfg.dataset.feedback}), fake users: {ctx.n_fake}, "
-          f"profile width: {len(fake) // ctx.n_fake}, targets: {ctx.targets.tolist()}")
+          f"profile width: {len(fake) // ctx.n_fake}, targets: {ctx.targets.tolist()}, "
+          f"filler rule: {options.filler_score}")
     rows = [("neural attack generation (s)", f"{seconds:.1f}", f"≤ {BUDGET_SECONDS:.0f} s",
              "ok" if seconds <= BUDGET_SECONDS else "slower"),
             ("process CPU time (s)", f"{cpu:.1f}", "", ""),
