@@ -161,3 +161,39 @@ def test_non_finite_loss_fails_its_cell_and_the_grid_goes_on(tmp_path, monkeypat
     from main import main
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(tree))
     assert main(["--config", str(tmp_path / "grid.yaml"), "--quiet"]) == 1
+
+
+def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(monkeypatch):
+    """Editing one defense reruns its cells only; naming an option at its default value keeps
+    the key, another value changes it."""
+    from utils import pipeline
+
+    cfg = config_from_dict({"dataset": {"name": "synthetic"},
+                            "attack": {"name": ["random"]},
+                            "defense": {"name": ["tcd", "share"]}})
+    cells = {c.defense: c for c in plan_cells(cfg) if c.attacked}
+    assert "defenses/tcd.py" in pipeline.module_sources("defenses.tcd")
+    assert "models/trainer.py" in pipeline.module_sources("defenses.tcd")
+    assert "defenses/share.py" not in pipeline.module_sources("defenses.tcd")
+    assert "defenses/share_valuation.py" in pipeline.module_sources("defenses.share")
+    before = {d: cell_key(cfg, c) for d, c in cells.items()}
+
+    real = pipeline.source_fingerprint
+
+    def edited_share(*parts):  # as if defenses/share.py had been edited
+        return real(*parts) + ("-edited" if "defenses/share.py" in parts else "")
+
+    monkeypatch.setattr(pipeline, "source_fingerprint", edited_share)
+    after = {d: cell_key(cfg, c) for d, c in cells.items()}
+    assert after["tcd"] == before["tcd"] and after["none"] == before["none"]
+    assert after["share"] != before["share"]
+    monkeypatch.setattr(pipeline, "source_fingerprint", real)
+
+    explicit = config_from_dict({"dataset": {"name": "synthetic"}, "attack": {"name": ["random"]},
+                                 "defense": {"name": ["tcd", "share"],
+                                             "options": {"tcd": {"projection": "clip"}}}})
+    assert cell_key(explicit, cells["tcd"]) == before["tcd"]
+    other = config_from_dict({"dataset": {"name": "synthetic"}, "attack": {"name": ["random"]},
+                              "defense": {"name": ["tcd", "share"],
+                                          "options": {"tcd": {"projection": "round"}}}})
+    assert cell_key(other, cells["tcd"]) != before["tcd"]

@@ -149,17 +149,38 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     """Content key of everything that determines a cell's numbers (and nothing else: where the
     files live, the execution settings and the other grid coordinates do not change it, so a
     grid can be extended and still reuse its finished cells). The sources that compute a cell's
-    numbers are part of the key: after an algorithm is edited, its cells run again."""
+    numbers are part of the key — only the cell's own attack and defense and what they import,
+    so editing one algorithm reruns its cells and no others. Options are keyed by the values
+    that differ from their defaults (the defaults are in the sources), so a new option whose
+    default keeps the old behaviour does not rerun anything."""
     c = to_dict(cfg)
     dataset = {k: v for k, v in c["dataset"].items() if k not in ("name", "root", "cache_dir")}
     targets = {k: v for k, v in c["targets"].items() if k != "kind"}
     attack_options = (component_options(cfg, "attack", cell.attack, cell.attack_params)
                       if cell.attacked else None)
-    attack = (asdict(attack_options), poison_file_digest(attack_options)) if cell.attacked else None
-    defense = asdict(component_options(cfg, "defense", cell.defense, cell.defense_params))
+    attack = ((non_default(attack_options), poison_file_digest(attack_options))
+              if cell.attacked else None)
+    defense = non_default(component_options(cfg, "defense", cell.defense, cell.defense_params))
+    sources = cell_sources_digest(cell.attack if cell.attacked else None, cell.defense)
     return content_key(asdict(cell), cfg.seed, dataset, c["split"], targets,
                        asdict(model_config(cfg, cell.model)), c["evaluation"],
-                       c["attack"]["filler_size"], attack, defense, cell_sources_digest())
+                       c["attack"]["filler_size"], attack, defense, sources)
+
+
+def non_default(options) -> dict:
+    """The fields of an options dataclass whose values differ from their defaults."""
+    out = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            out[f.name] = value
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -175,12 +196,66 @@ def source_fingerprint(*parts: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def cell_sources_digest() -> str:
-    """Digest of every source a cell's numbers depend on (the pipeline's own bookkeeping and the
-    reports excluded, so an edit there keeps finished cells; an edit to how the pipeline
-    combines the stages needs a new experiment name)."""
-    return source_fingerprint("data", "attacks", "models", "defenses", "utils/metrics.py",
-                              "utils/seeding.py")
+# Sources every cell depends on: datasets and splits, models and trainer, target selection and
+# the knowledge view, the evaluator and the seeds. The pipeline's bookkeeping and the reports
+# are left out, so an edit there keeps finished cells; an edit to how the pipeline combines the
+# stages needs a new experiment name.
+COMMON_SOURCES = ("data", "models", "attacks/threat.py", "utils/metrics.py", "utils/seeding.py")
+# Package folders whose modules can change a cell's numbers (utils: only the two above).
+_NUMERIC_PACKAGES = ("data", "models", "attacks", "defenses")
+
+
+@functools.lru_cache(maxsize=None)
+def module_sources(module: str) -> tuple[str, ...]:
+    """Repo-relative files of ``module`` and of every numeric package module it imports,
+    transitively (imports inside functions included), found by parsing the sources."""
+    import ast
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    parts = parts[:len(parts) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                todo.append(base)
+                todo += [f"{base}.{a.name}" for a in node.names]
+    return tuple(sorted(str(p.relative_to(REPO)) for p in seen.values()))
+
+
+def _module_file(name: str) -> Path | None:
+    if name.split(".")[0] not in _NUMERIC_PACKAGES:
+        return None
+    base = REPO.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def cell_sources_digest(attack: str | None = None, defense: str | None = None) -> str:
+    """Digest of the sources a cell's numbers depend on: the common ones plus the modules of its
+    attack and defense and what they import (``None``: every attack or defense module)."""
+    parts = set(COMMON_SOURCES)
+    for name, registry, package in ((attack, ATTACKS, "attacks"), (defense, DEFENSES,
+                                                                   "defenses")):
+        if name is None:
+            parts.add(package)
+        else:
+            parts.update(module_sources(registry[name].__module__))
+    return source_fingerprint(*sorted(parts))
 
 
 def poison_file_digest(options) -> str | None:
