@@ -19,7 +19,11 @@ counted as observed; the authors had no validation split).
 
 Π = clip(round(x · steps) / steps, lowest, 1) (``RatingScale.project``). The authors' last code
 rounds without clipping, so cells both partners predict near 0 got a pseudo-label of ≈ 0; here
-they get the lowest grid rating, as the spec fixes.
+they get the lowest grid rating, as the spec fixes. ``projection: round`` reproduces the authors'
+unclipped rounding, for comparison: on sparse FilmTrust almost every unobserved cell agrees on
+the lowest rating (99 % of them), and a constant non-zero label over millions of cells makes the
+MF spend a direction that every user shares on it; the fake users' top ratings then raise their
+targets along that shared direction, for everyone (measured in the README's TCD notes).
 
 Scale: the unobserved cells (≈ 21 M on ML-1M) are scored in chunks of users of at most
 ``chunk_cells`` cells; only the kept pseudo-labels (index and value triples) leave a chunk, so
@@ -55,6 +59,10 @@ class TCDOptions:
     t_pre: int = field(default=4, metadata=_range(0))
     # Fraction of the agreeing cells kept as pseudo-labels (paper: 1.0; 0.2 on ML-1M).
     pseudo_rate: float = field(default=1.0, metadata=_range(0, 1))
+    # Π: "clip" = clip(round(x · steps) / steps, lowest, 1) (the spec's); "round" = the
+    # authors' last code, round(x · steps) / steps without clipping (cells both partners predict
+    # near 0 get the label 0, below the lowest rating). See the module docstring.
+    projection: str = "clip"
     # Upper bound on the cells scored at once while pseudo-labelling (memory bound).
     chunk_cells: int = field(default=2_000_000, metadata=_range(1))
 
@@ -80,10 +88,17 @@ class ObservedCells:
 @torch.no_grad()
 def pseudo_labels(partner_a, partner_b, observed: ObservedCells, n_users: int, n_items: int,
                   scale: RatingScale, rate: float, generator: torch.Generator,
-                  chunk_cells: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+                  chunk_cells: int, device: torch.device,
+                  projection: str = "clip") -> tuple[torch.Tensor, ...]:
     """Cells (u, i) unobserved in the training matrix where Π(a(u, i)) == Π(b(u, i)), labelled
     with that value, each kept with probability ``rate``; returns (users, items, labels,
-    n_agreeing) with users/items int64 and labels float32."""
+    n_agreeing) with users/items int64 and labels float32. ``projection="round"`` drops Π's
+    clipping (the authors' code)."""
+    if projection == "clip":
+        project = scale.project
+    else:
+        def project(x):
+            return (x * scale.steps).round() / scale.steps
     partner_a.eval()
     partner_b.eval()
     rows = max(1, chunk_cells // max(n_items, 1))
@@ -92,8 +107,8 @@ def pseudo_labels(partner_a, partner_b, observed: ObservedCells, n_users: int, n
     for start in range(0, n_users, rows):
         stop = min(start + rows, n_users)
         batch = torch.arange(start, stop, device=device)
-        label = scale.project(partner_a.score_all(batch).float())
-        agree = label == scale.project(partner_b.score_all(batch).float())
+        label = project(partner_a.score_all(batch).float())
+        agree = label == project(partner_b.score_all(batch).float())
         agree.view(-1)[observed.flat_in_chunk(start, stop)] = False
         n_agree += int(agree.sum())
         if rate < 1.0:
@@ -110,6 +125,15 @@ def pseudo_labels(partner_a, partner_b, observed: ObservedCells, n_users: int, n
 class TripleCooperativeDefense(Defense):
     name = "tcd"
     Options = TCDOptions
+
+    @classmethod
+    def parse_options(cls, data, where: str = "options"):
+        opts = super().parse_options(data, where)
+        if opts.projection not in ("clip", "round"):
+            from utils.config import ConfigError
+            raise ConfigError(f"{where}.projection: '{opts.projection}' is unknown; use clip "
+                              "(the spec's Π) or round (the authors' code, no clipping)")
+        return opts
 
     def fit(self, data: TrainingData):
         if data.feedback != "explicit":
@@ -142,7 +166,7 @@ class TripleCooperativeDefense(Defense):
                     pu, pi, pr, agreeing = pseudo_labels(
                         models[(j + 1) % 3], models[(j + 2) % 3], observed, data.n_users,
                         data.n_items, data.scale, opts.pseudo_rate, generator,
-                        opts.chunk_cells, device)
+                        opts.chunk_cells, device, opts.projection)
                     batch = tuple(torch.cat([a, b]) for a, b in zip(labelled, (pu, pi, pr)))
                     n_pseudo += len(pu)
                     n_agree += agreeing
@@ -157,7 +181,7 @@ class TripleCooperativeDefense(Defense):
         n_unobserved = data.n_users * data.n_items - len(rated)
         return models[0], {
             "best_epoch": best_epoch, "best_val": best_val, "t_pre": opts.t_pre,
-            "pseudo_rate": opts.pseudo_rate,
+            "pseudo_rate": opts.pseudo_rate, "projection": opts.projection,
             "pseudo_per_model_epoch": n_pseudo / max(counted, 1),
             "agreement": n_agree / max(counted * n_unobserved, 1),
         }

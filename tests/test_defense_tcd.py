@@ -64,6 +64,23 @@ def test_pseudo_labels_are_exactly_the_agreeing_projected_unobserved_cells(chunk
     assert users.dtype == items.dtype == torch.int64 and labels.dtype == torch.float32
 
 
+def test_unclipped_projection_keeps_labels_off_the_grid_ends():
+    """projection="round" (the authors' code): no clipping, so cells that round outside the grid
+    only agree on the same off-grid value, and near-0 predictions give the label 0."""
+    observed = ObservedCells(OBSERVED, 3, 4, CPU)
+    users, items, labels, n_agree = pseudo_labels(
+        FixedScores(A), FixedScores(B), observed, 3, 4, RatingScale(5.0, 5), 1.0,
+        torch.Generator().manual_seed(0), 1000, CPU, projection="round")
+    got = {(int(u), int(i), round(float(r), 6)) for u, i, r in zip(users, items, labels)}
+    # (0, 2) 1.4 vs 1.0, (0, 3) −0.4 vs 0.0 and (2, 0) 0.0 vs 0.2 no longer agree once unclipped.
+    assert got == EXPECTED - {(0, 2, 1.0), (0, 3, 0.2), (2, 0, 0.2)} and n_agree == 4
+    near_zero = FixedScores(torch.full((3, 4), 0.05))
+    _, _, labels, _ = pseudo_labels(near_zero, near_zero, observed, 3, 4, RatingScale(5.0, 5),
+                                    1.0, torch.Generator().manual_seed(0), 1000, CPU,
+                                    projection="round")
+    assert len(labels) == 9 and torch.all(labels == 0.0)
+
+
 def test_pseudo_rate_keeps_a_seeded_random_subset_of_the_agreeing_cells():
     n_users, n_items = 120, 90
     zeros = torch.zeros(n_users, n_items)  # every cell projects to the lowest rating: all agree
@@ -159,6 +176,8 @@ def test_bad_options_are_one_line_errors():
         TripleCooperativeDefense.parse_options({"pseudo_rate": 1.5}, "defense.options.tcd")
     with pytest.raises(ConfigError, match="t_pre"):
         TripleCooperativeDefense.parse_options({"t_pre": -1}, "defense.options.tcd")
+    with pytest.raises(ConfigError, match="projection.*clip"):
+        TripleCooperativeDefense.parse_options({"projection": "floor"}, "defense.options.tcd")
     _, data = synthetic_training_data(60, 40)
     with pytest.raises(ValueError, match="t_pre"):
         TripleCooperativeDefense(TCDOptions(t_pre=50), ModelConfig(epochs=10)).fit(data)
