@@ -259,3 +259,22 @@ def test_row_encoding_round_trips():
     rows = np.array([0, 3, 4, 1000, 65536, 70000])
     assert np.array_equal(decode_rows(encode_rows(rows[::-1])), rows)
     assert len(decode_rows(encode_rows(np.zeros(0, np.int64)))) == 0
+
+
+@pytest.mark.parametrize("quality", ["loss", "hr"])
+def test_share_returns_the_best_quality_epoch_after_the_warm_up(planted, quality):
+    """The returned epoch maximizes the logged quality among the epochs after the warm-up (never
+    a plain warm-up epoch, even when one validates better); "hr" is a validation hit ratio."""
+    data, _ = planted
+    cfg = ModelConfig(dim=16, epochs=8, batch_size=256, lr=0.01)
+    options = SHARE.parse_options({"warmup": 3, "quality": quality, "top_k": 20})
+    _, info = SHARE(options, cfg, seed=0).fit(data)
+    qualities = [e["val_quality"] for e in info["epochs"]]
+    assert info["best_epoch"] == 4 + int(np.argmax(qualities[3:]))
+    assert info["best_val"] == pytest.approx(-max(qualities[3:]))
+    if quality == "hr":
+        assert all(0.0 <= q <= 1.0 for q in qualities) and max(qualities) > 0
+    else:
+        assert qualities == pytest.approx([-e["val_loss"] for e in info["epochs"]])
+    with pytest.raises(ConfigError, match="quality"):
+        SHARE.parse_options({"quality": "ndcg"})
