@@ -67,6 +67,12 @@ def test_section_as_bare_name_and_overrides(tmp_path):
     assert cfg.attack.name == "average" and cfg.dataset.name == "filmtrust"
     assert (cfg.model.dim, cfg.model.epochs) == (16, 3)
     assert cfg.defense.name == ["none", "at"]
+    # A bare name given after a section's keys names it and keeps them, in either order.
+    for overrides in (["dataset.root=/data", "dataset=filmtrust"],
+                      ["dataset=filmtrust", "dataset.root=/data"]):
+        cfg = load_config(path, overrides + ["attack.options={aush: {epochs: 3}}", "attack=aush"])
+        assert (cfg.dataset.name, cfg.dataset.root) == ("filmtrust", "/data")
+        assert cfg.attack.name == "aush" and cfg.attack.options == {"aush": {"epochs": 3}}
 
 
 def test_bad_yaml_names_the_line(tmp_path):

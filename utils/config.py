@@ -258,6 +258,11 @@ def _set_path(tree: dict, path: list[str], value: Any) -> None:
             child = {}
         node[part] = child
         node = child
+    current = node.get(path[-1])
+    if isinstance(value, (str, list)) and isinstance(current, dict):
+        # ``dataset=filmtrust`` names the section; its other keys (root, options…) stay.
+        current["name"] = value
+        return
     node[path[-1]] = value
 
 
