@@ -31,10 +31,10 @@ no users × items matrix is ever held. Each epoch runs through ``Trainer.train_e
 concatenated tensors, i.e. the hand-derived fast path for plain explicit MF.
 
 Deviations from the authors' code: the best epoch is chosen on validation loss, not on the test
-set (protocol.md §2); Π clips (defenses.md §2); validation cells get no pseudo-label (above).
-The number of pre-training epochs is an
-option (default 4, the paper's ML-100K value) because a defense does not know the dataset's
-name; the presets set the paper's 1 (FilmTrust), 4 (ML-100K), 2 (ML-1M).
+set (protocol.md §2), among the epochs trained with pseudo-labels; Π clips (defenses.md §2);
+validation cells get no pseudo-label (above). The number of pre-training epochs is an option
+(default 4, the paper's ML-100K value) because a defense does not know the dataset's name; the
+presets set the paper's 1 (FilmTrust), 4 (ML-100K), 2 (ML-1M).
 """
 from __future__ import annotations
 
@@ -156,6 +156,7 @@ class TripleCooperativeDefense(Defense):
         generator = torch_generator(self.seed, "pseudo-labels")
 
         best_val, best_epoch, best_state = math.inf, 0, None
+        first_pseudo = opts.t_pre  # 0-based index of the first epoch with pseudo-labels
         n_pseudo, n_agree, counted = 0, 0, 0
         bar = tqdm(range(epochs), desc="tcd", unit="epoch", leave=False,
                    disable=not self.progress)
@@ -174,7 +175,10 @@ class TripleCooperativeDefense(Defense):
                 trainers[j].train_epoch(batch)
                 del batch
             val_loss = trainers[0].validate(data.val)
-            if not (val_loss >= best_val) or best_state is None:
+            # Only epochs trained with pseudo-labels are eligible (the last one always is): a
+            # pre-training epoch is plain training of h0 and would be TCD only by name.
+            eligible = epoch >= first_pseudo or epoch == epochs - 1
+            if eligible and (not (val_loss >= best_val) or best_state is None):
                 best_val, best_epoch = val_loss, epoch + 1
                 best_state = copy.deepcopy(models[0].state_dict())
         models[0].load_state_dict(best_state)

@@ -171,6 +171,22 @@ def test_independent_initializations_and_seeded_results():
     assert torch.equal(m1.user_emb, m2.user_emb) and i1 == i2
 
 
+def test_best_epoch_is_one_trained_with_pseudo_labels(monkeypatch):
+    """Even when a pre-training epoch validates best, TCD returns an epoch after t_pre."""
+    from models.trainer import Trainer
+    _, data = synthetic_training_data(80, 60)
+    calls = {"n": 0}
+
+    def validate(self, val):  # h0's validation loss only rises: epoch 1 would win
+        calls["n"] += 1
+        return float(calls["n"])
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    cfg = ModelConfig(dim=8, epochs=5, batch_size=256)
+    _, info = TripleCooperativeDefense(TCDOptions(t_pre=2), cfg, seed=0).fit(data)
+    assert info["best_epoch"] == 3  # the first epoch with pseudo-labels
+
+
 def test_bad_options_are_one_line_errors():
     with pytest.raises(ConfigError, match="pseudo_rate"):
         TripleCooperativeDefense.parse_options({"pseudo_rate": 1.5}, "defense.options.tcd")
