@@ -115,12 +115,22 @@ class AdversarialDefense(Defense):
     trainer_class = AdversarialTrainer
     direction = "gradient"
     shared_rows = False
+    # ε when the options leave it unset (None), by feedback mode (PamaCF and VAT: their papers'
+    # value was set for BPR, i.e. implicit feedback; on explicit MF it wrecks the model).
+    implicit_eps = 0.03
+    explicit_eps = 0.03
+
+    def base_eps(self, feedback: str) -> float:
+        """ε of this run: ``options.eps``, or the feedback mode's default when it is None."""
+        if self.options.eps is not None:
+            return self.options.eps
+        return self.implicit_eps if feedback == "implicit" else self.explicit_eps
 
     def row_eps(self, trainer, embs, users, items, sample_losses) -> list[torch.Tensor]:
         return [torch.full_like(e[:, :1], trainer.eps) for e in embs]
 
     def configure(self, trainer: AdversarialTrainer) -> AdversarialTrainer:
-        trainer.eps = self.options.eps
+        trainer.eps = self.base_eps(trainer.feedback)
         trainer.adv_weight = self.options.adv_weight
         trainer.warmup = self.options.warmup
         trainer.direction = self.direction
@@ -134,11 +144,11 @@ class AdversarialDefense(Defense):
         # Only adversarially trained epochs are eligible: when a strong ε makes every
         # adversarial epoch's validation loss worse than the warm-up's, selecting on all epochs
         # returns the plain warm-up model — plain, early-stopped training under this name.
-        adversarial = self.options.eps > 0 and self.options.adv_weight > 0
+        adversarial = trainer.eps > 0 and self.options.adv_weight > 0
         result = trainer.fit(data.train, data.val,
                              select_from=self.options.warmup + 1 if adversarial else 1)
         return trainer.model, {"best_epoch": result.best_epoch, "best_val": result.best_val,
-                               "eps": self.options.eps}
+                               "eps": trainer.eps}
 
 
 def user_rows(model, embs) -> list[bool]:

@@ -16,7 +16,7 @@ from .mf_adversarial import HandDerivedAdversarialTrainer
 
 @dataclass
 class VATOptions(AdversarialOptions):
-    eps: float = 0.5
+    eps: float | None = None  # as PamaCF: 0.5 implicit (the paper's), 0.03 explicit
 
 
 def loss_scaled_eps(eps: float, users: torch.Tensor, sample_losses: torch.Tensor) -> torch.Tensor:
@@ -32,6 +32,7 @@ class VAT(AdversarialDefense):
     name = "vat"
     Options = VATOptions
     trainer_class = HandDerivedAdversarialTrainer
+    implicit_eps = 0.5
 
     def mf_row_eps(self, trainer, users, user_sq_norms, err):
         return loss_scaled_eps(trainer.eps, users, err.pow(2)).squeeze(1)

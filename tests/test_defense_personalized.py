@@ -174,3 +174,17 @@ def test_the_selected_model_is_an_adversarially_trained_one(data, monkeypatch):
     assert min(history, key=history.get) <= 3      # over every epoch, the warm-up would win
     assert 4 <= info["best_epoch"] <= 8
     assert info["best_val"] == min(v for e, v in history.items() if e >= 4)
+
+
+@pytest.mark.parametrize("name", ["pamacf", "vat"])
+def test_unset_eps_is_the_papers_on_implicit_and_ats_on_explicit_feedback(name, data):
+    """ε left unset: 0.5 (the papers', set for BPR) on implicit feedback, AT's 0.03 on explicit
+    MF; a given ε is used as is. The value reaches the trainer and the logged info."""
+    defense_cls = DEFENSES[name]
+    unset = defense_cls(defense_cls.parse_options({}), ModelConfig(dim=8, epochs=6), seed=0)
+    assert unset.options.eps is None
+    assert (unset.base_eps("implicit"), unset.base_eps("explicit")) == (0.5, 0.03)
+    given = defense_cls(defense_cls.parse_options({"eps": 0.2}), CFG)
+    assert given.base_eps("implicit") == given.base_eps("explicit") == 0.2
+    _, info = unset.fit(data)  # explicit synthetic data
+    assert info["eps"] == 0.03
