@@ -197,3 +197,17 @@ def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(mon
                               "defense": {"name": ["tcd", "share"],
                                           "options": {"tcd": {"projection": "round"}}}})
     assert cell_key(other, cells["tcd"]) != before["tcd"]
+
+
+def test_cached_profiles_are_keyed_by_their_attacks_own_sources(monkeypatch):
+    """Editing one attack invalidates its cached profiles only."""
+    from utils import pipeline
+
+    real = pipeline.source_fingerprint
+    before = {a: pipeline.attack_sources_digest(a) for a in ("random", "aush", "neural")}
+    monkeypatch.setattr(pipeline, "source_fingerprint",
+                        lambda *parts: real(*parts) + ("-edited" if "attacks/aush.py" in parts
+                                                       else ""))
+    after = {a: pipeline.attack_sources_digest(a) for a in ("random", "aush", "neural")}
+    assert after["random"] == before["random"] and after["neural"] == before["neural"]
+    assert after["aush"] != before["aush"]

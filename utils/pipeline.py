@@ -245,6 +245,12 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def attack_sources_digest(attack: str) -> str:
+    """Digest of the sources an attack's fake profiles depend on (cached profiles' key)."""
+    parts = set(COMMON_SOURCES) | set(module_sources(ATTACKS[attack].__module__))
+    return source_fingerprint(*sorted(parts))
+
+
 def cell_sources_digest(attack: str | None = None, defense: str | None = None) -> str:
     """Digest of the sources a cell's numbers depend on: the common ones plus the modules of its
     attack and defense and what they import (``None``: every attack or defense module)."""
@@ -416,9 +422,10 @@ class Workspace:
         mcfg = model_config(cfg, cell.model)
         info = {"n_fake": n_fake, "filler_size": filler, "visible_users": len(visible)}
         key = content_key("profiles", cell.dataset, split.n_users, split.n_items, seen.users,
-                          seen.items, seen.ratings, targets, cell.attack, repr(options), n_fake,
-                          filler, cell.knowledge_cost, seed, cfg.dataset.feedback, asdict(mcfg),
-                          source_fingerprint("attacks", "models"), poison_file_digest(options))
+                          seen.items, seen.ratings, targets, cell.attack, non_default(options),
+                          n_fake, filler, cell.knowledge_cost, seed, cfg.dataset.feedback,
+                          asdict(mcfg), attack_sources_digest(cell.attack),
+                          poison_file_digest(options))
         path = self.cache / "profiles" / f"{cell.attack}-{key}.npz"
         cached = load_npz(path)
         if cached is not None and {"users", "items", "ratings"} <= set(cached):
