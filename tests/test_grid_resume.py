@@ -172,21 +172,32 @@ def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(mon
                             "attack": {"name": ["random"]},
                             "defense": {"name": ["tcd", "share"]}})
     cells = {c.defense: c for c in plan_cells(cfg) if c.attacked}
+    origin = next(c for c in plan_cells(cfg) if not c.attacked)
     assert "defenses/tcd.py" in pipeline.module_sources("defenses.tcd")
     assert "models/trainer.py" in pipeline.module_sources("defenses.tcd")
     assert "defenses/share.py" not in pipeline.module_sources("defenses.tcd")
     assert "defenses/share_valuation.py" in pipeline.module_sources("defenses.share")
     before = {d: cell_key(cfg, c) for d, c in cells.items()}
+    origin_key = cell_key(cfg, origin)
 
     real = pipeline.source_fingerprint
 
-    def edited_share(*parts):  # as if defenses/share.py had been edited
-        return real(*parts) + ("-edited" if "defenses/share.py" in parts else "")
+    def edited(path):
+        """source_fingerprint as if ``path`` had been edited (a folder part covers its files)."""
+        def fingerprint(*parts):
+            touched = any(path == p or path.startswith(p + "/") for p in parts)
+            return real(*parts) + ("-edited" if touched else "")
+        return fingerprint
 
-    monkeypatch.setattr(pipeline, "source_fingerprint", edited_share)
+    monkeypatch.setattr(pipeline, "source_fingerprint", edited("defenses/share.py"))
     after = {d: cell_key(cfg, c) for d, c in cells.items()}
     assert after["tcd"] == before["tcd"] and after["none"] == before["none"]
     assert after["share"] != before["share"]
+
+    # An attack edit reruns its cells, not the clean-data ones.
+    monkeypatch.setattr(pipeline, "source_fingerprint", edited("attacks/random_attack.py"))
+    assert cell_key(cfg, origin) == origin_key
+    assert cell_key(cfg, cells["tcd"]) != before["tcd"]
     monkeypatch.setattr(pipeline, "source_fingerprint", real)
 
     explicit = config_from_dict({"dataset": {"name": "synthetic"}, "attack": {"name": ["random"]},

@@ -247,19 +247,16 @@ def _module_file(name: str) -> Path | None:
 
 def attack_sources_digest(attack: str) -> str:
     """Digest of the sources an attack's fake profiles depend on (cached profiles' key)."""
-    parts = set(COMMON_SOURCES) | set(module_sources(ATTACKS[attack].__module__))
-    return source_fingerprint(*sorted(parts))
+    return cell_sources_digest(attack, None)
 
 
-def cell_sources_digest(attack: str | None = None, defense: str | None = None) -> str:
+def cell_sources_digest(attack: str | None, defense: str | None) -> str:
     """Digest of the sources a cell's numbers depend on: the common ones plus the modules of its
-    attack and defense and what they import (``None``: every attack or defense module)."""
+    attack (None: a clean-data cell) and of its defense (None: no training involved), with what
+    they import."""
     parts = set(COMMON_SOURCES)
-    for name, registry, package in ((attack, ATTACKS, "attacks"), (defense, DEFENSES,
-                                                                   "defenses")):
-        if name is None:
-            parts.add(package)
-        else:
+    for name, registry in ((attack, ATTACKS), (defense, DEFENSES)):
+        if name is not None:
             parts.update(module_sources(registry[name].__module__))
     return source_fingerprint(*sorted(parts))
 
