@@ -156,7 +156,6 @@ class TripleCooperativeDefense(Defense):
         generator = torch_generator(self.seed, "pseudo-labels")
 
         best_val, best_epoch, best_state = math.inf, 0, None
-        first_pseudo = opts.t_pre  # 0-based index of the first epoch with pseudo-labels
         n_pseudo, n_agree, counted = 0, 0, 0
         bar = tqdm(range(epochs), desc="tcd", unit="epoch", leave=False,
                    disable=not self.progress)
@@ -177,7 +176,7 @@ class TripleCooperativeDefense(Defense):
             val_loss = trainers[0].validate(data.val)
             # Only epochs trained with pseudo-labels are eligible (the last one always is): a
             # pre-training epoch is plain training of h0 and would be TCD only by name.
-            eligible = epoch >= first_pseudo or epoch == epochs - 1
+            eligible = epoch >= opts.t_pre or epoch == epochs - 1
             if eligible and (not (val_loss >= best_val) or best_state is None):
                 best_val, best_epoch = val_loss, epoch + 1
                 best_state = copy.deepcopy(models[0].state_dict())

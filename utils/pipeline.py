@@ -23,6 +23,7 @@ are retried on the next run.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -209,7 +210,6 @@ _NUMERIC_PACKAGES = ("data", "models", "attacks", "defenses")
 def module_sources(module: str) -> tuple[str, ...]:
     """Repo-relative files of ``module`` and of every numeric package module it imports,
     transitively (imports inside functions included), found by parsing the sources."""
-    import ast
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:
@@ -365,7 +365,7 @@ class Workspace:
         ckey = content_key("origin", split.train.users, split.train.items, split.train.ratings,
                            split.val.users, split.val.items, split.val.ratings, split.n_users,
                            split.n_items, repr(split.scale), split.feedback, asdict(mcfg), seed,
-                           source_fingerprint("models", "defenses/base.py", "defenses/none.py"))
+                           cell_sources_digest(None, UNDEFENDED))
         path = self.cache / "models" / f"origin-{model}-{ckey}.npz"
         cached = load_npz(path)
         net = None
