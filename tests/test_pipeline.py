@@ -90,3 +90,27 @@ def test_target_list_with_unknown_item_is_an_error(tmp_path):
          "targets.items=[1,99999]", "--quiet"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "item id 99999 is unknown" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_retrains_average_the_metrics_of_independent_victims(tmp_path):
+    """``evaluation.retrains``: the row holds the mean over retrainings whose first is the
+    single-training cell itself, and one training keeps the earlier cell keys."""
+    single = small_tree(tmp_path / "one", attack={"name": ["bandwagon"]})
+    out_one = run_experiment(config_from_dict(single))
+    keys_one = {p.stem for p in (out_one / "cells").glob("*.json")}
+    again = small_tree(tmp_path / "one", attack={"name": ["bandwagon"]},
+                       evaluation={"k": 10, "retrains": 1})
+    assert {p.stem for p in (run_experiment(config_from_dict(again)) / "cells").glob("*.json")} \
+        == keys_one
+    triple = small_tree(tmp_path / "three", attack={"name": ["bandwagon"]},
+                        evaluation={"k": 10, "retrains": 3})
+    runs1 = pd.read_csv(out_one / "runs.csv").set_index("attack")
+    runs3 = pd.read_csv(run_experiment(config_from_dict(triple)) / "runs.csv").set_index("attack")
+    for attack in ("none", "bandwagon"):
+        per = [float(x) for x in runs3.loc[attack, "target_hr@10_per_retrain"].split()]
+        assert len(per) == 3 and runs3.loc[attack, "retrains"] == 3
+        assert per[0] == pytest.approx(runs1.loc[attack, "target_hr@10"], abs=1e-6)
+        assert runs3.loc[attack, "target_hr@10"] == pytest.approx(sum(per) / 3, abs=1e-6)
+        # New inits: the victims differ (test HR moves even where no target enters a list).
+        assert runs3.loc[attack, "hr@10"] != runs1.loc[attack, "hr@10"]
+    assert len(set(runs3.loc["bandwagon", "target_hr@10_per_retrain"].split())) > 1

@@ -163,8 +163,11 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
               if cell.attacked else None)
     defense = non_default(component_options(cfg, "defense", cell.defense, cell.defense_params))
     sources = cell_sources_digest(cell.attack if cell.attacked else None, cell.defense)
+    # One training (the default) keeps the keys of cells computed before ``retrains`` existed.
+    evaluation = {k: v for k, v in c["evaluation"].items()
+                  if not (k == "retrains" and v == 1)}
     return content_key(asdict(cell), cfg.seed, dataset, c["split"], targets,
-                       asdict(model_config(cfg, cell.model)), c["evaluation"],
+                       asdict(model_config(cfg, cell.model)), evaluation,
                        c["attack"]["filler_size"], attack, defense, sources)
 
 
@@ -352,6 +355,9 @@ class Workspace:
         seed_globals(derive_seed(seed, "globals"))
         return impl.fit(data)
 
+    def origin_seed(self, name: str, repeat: int) -> int:
+        return derive_seed(self.repeat_seed(repeat), "train", name, ORIGIN, UNDEFENDED)
+
     def origin_model(self, name: str, model: str, repeat: int) -> tuple:
         """The clean model of a split: memo, else the disk cache, else trained and cached.
         Returns ``(model, info, seconds it took to train)``."""
@@ -360,7 +366,7 @@ class Workspace:
             return self._origin_model[key]
         split = self.split(name, repeat)
         mcfg = model_config(self.cfg, model)
-        seed = derive_seed(self.repeat_seed(repeat), "train", name, ORIGIN, UNDEFENDED)
+        seed = self.origin_seed(name, repeat)
         data = self.training_data(split, None)
         ckey = content_key("origin", split.train.users, split.train.items, split.train.ratings,
                            split.val.users, split.val.items, split.val.ratings, split.n_users,
@@ -499,9 +505,12 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
     }
     timings = {"seconds_attack": 0.0, "seconds_train": 0.0, "seconds_eval": 0.0}
     arrays: dict[str, np.ndarray] = {}
+    evaluator = ws.evaluator(cell.dataset, cell.repeat, cell.target_kind)
     if cell.is_origin:
         result, info = origin_eval, dict(origin_info)
         timings["seconds_train"] = origin_seconds
+        seed = ws.origin_seed(cell.dataset, cell.repeat)
+        data = ws.training_data(split, None)
     else:
         fake = None
         if cell.attacked:
@@ -513,16 +522,32 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         start = time.perf_counter()
         seed = derive_seed(ws.repeat_seed(cell.repeat), "train", cell.dataset, cell.target_kind,
                            cell.attack, cell.attack_size, cell.knowledge_cost, cell.defense)
-        model, info = ws.train(cell.defense, cell.defense_params, cell.model,
-                               ws.training_data(split, fake), seed)
+        data = ws.training_data(split, fake)
+        model, info = ws.train(cell.defense, cell.defense_params, cell.model, data, seed)
         timings["seconds_train"] = time.perf_counter() - start
         stage("evaluate")
         start = time.perf_counter()
-        result = ws.evaluator(cell.dataset, cell.repeat, cell.target_kind).evaluate(model)
+        result = evaluator.evaluate(model)
         timings["seconds_eval"] = time.perf_counter() - start
         arrays["rank_shift"] = rank_shift(result, origin_eval).astype(np.int32)
-    row.update(result.metrics)
-    row["prediction_shift"] = prediction_shift(result, origin_eval, split.scale.max_rating)
+    results = [result]
+    for r in range(1, cfg.evaluation.retrains):
+        # The same data, a new initialization and batch order per retraining.
+        stage("retrain")
+        start = time.perf_counter()
+        again, _ = ws.train(cell.defense, cell.defense_params, cell.model, data,
+                            derive_seed(seed, "retrain", r))
+        timings["seconds_train"] += time.perf_counter() - start
+        results.append(evaluator.evaluate(again))
+    row.update({name: float(np.mean([res.metrics[name] for res in results]))
+                for name in result.metrics})
+    row["prediction_shift"] = float(np.mean(
+        [prediction_shift(res, origin_eval, split.scale.max_rating) for res in results]))
+    if len(results) > 1:
+        k = cfg.evaluation.k
+        row["retrains"] = len(results)
+        row[f"target_hr@{k}_per_retrain"] = " ".join(
+            f"{res.metrics[f'target_hr@{k}']:.6g}" for res in results)
     row["best_epoch"] = info.get("best_epoch")
     row["defense_info"] = json.dumps({k: v for k, v in info.items() if k != "best_epoch"},
                                      sort_keys=True, default=_jsonable)
