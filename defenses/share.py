@@ -103,6 +103,10 @@ class SHAREOptions:
     push_weight: float = field(default=1.0, metadata=_range(0))
     unanimity_weight: float = field(default=1.0, metadata=_range(0))
     unanimity_prior: float = field(default=20.0, metadata=_range(0))
+    # Validation support of the row's item (share_valuation.item_support): validation ratings
+    # per training rating; injected ratings have no validation counterpart.
+    support_weight: float = field(default=0.0, metadata=_range(0))
+    support_prior: float = field(default=10.0, metadata=_range(0))
     combine: str = "sum"             # reach and unanimity terms: "sum" or "min" (either side)
     active_fraction: float = field(default=0.2, metadata=_range(0, 1, lo_open=True, hi_open=True))
     audience: int = field(default=300, metadata=_range(1))
@@ -340,7 +344,9 @@ class SHARE(AdversarialDefense):
                                exposure_weight=opt.exposure_weight,
                                reach_weight=opt.reach_weight, push_weight=opt.push_weight,
                                unanimity_weight=opt.unanimity_weight,
-                               unanimity_prior=opt.unanimity_prior, combine=opt.combine,
+                               unanimity_prior=opt.unanimity_prior,
+                               support_weight=opt.support_weight,
+                               support_prior=opt.support_prior, combine=opt.combine,
                                active_fraction=opt.active_fraction, k=opt.top_k,
                                tau=opt.exposure_tau, pattern=pattern, val_ratings=val_ratings)
         if opt.granularity == "user":

@@ -176,6 +176,18 @@ def item_unanimity(items: torch.Tensor, ratings: torch.Tensor, n_items: int,
     return (tops + prior * top.mean()) / (count + prior)
 
 
+def item_support(train_items: torch.Tensor, val_items: torch.Tensor, n_items: int,
+                 prior: float) -> torch.Tensor:
+    """Per item, its validation ratings per training rating, shrunk towards the global ratio
+    with ``prior`` pseudo-ratings. The split draws validation rows from the same real ratings
+    as training rows, so an item's ratio sits near the global one; ratings injected into the
+    training data alone (fake users have no validation rows) drive it down. Low = suspicious."""
+    n_train = torch.bincount(train_items, minlength=n_items).to(torch.float32)
+    n_val = torch.bincount(val_items, minlength=n_items).to(torch.float32)
+    ratio = n_val.sum() / n_train.sum().clamp_min(1.0)
+    return (n_val + prior * ratio) / (n_train + prior)
+
+
 @dataclass
 class SampleValues:
     """Per training row (original order): each term, and the combined value."""
@@ -193,7 +205,8 @@ def value_samples(P, Q, train, val, n_users: int, n_items: int, audience: torch.
                   proximity: torch.Tensor, alpha: float = 1.0, validation_weight: float = 0.0,
                   exposure_weight: float = 0.0, reach_weight: float = 1.0,
                   push_weight: float = 1.0, unanimity_weight: float = 1.0,
-                  unanimity_prior: float = 20.0, combine: str = "sum",
+                  unanimity_prior: float = 20.0, support_weight: float = 0.0,
+                  support_prior: float = 10.0, combine: str = "sum",
                   active_fraction: float = 0.2, k: int = 50,
                   tau: float = 0.1, pattern: Pattern | None = None,
                   val_ratings: torch.Tensor | None = None) -> SampleValues:
@@ -239,16 +252,19 @@ def value_samples(P, Q, train, val, n_users: int, n_items: int, audience: torch.
 
     unanimity = (item_unanimity(pattern.items, ratings, n_items, unanimity_prior)[pattern.items]
                  if unanimity_weight > 0 else zeros)
-    if validation_weight + exposure_weight + reach_weight + push_weight + unanimity_weight <= 0:
-        raise ValueError("share: the validation, exposure, reach, push and unanimity weights "
-                         "are all 0")
+    support = (item_support(pattern.items, val_pattern.items, n_items, support_prior)
+               [pattern.items] if support_weight > 0 else zeros)
+    if (validation_weight + exposure_weight + reach_weight + push_weight + unanimity_weight
+            + support_weight <= 0):
+        raise ValueError("share: the validation, exposure, reach, push, unanimity and support "
+                         "weights are all 0")
     base = sum(w * ranks01(t) for w, t in ((validation_weight, v_val),
                                             (exposure_weight, -expo), (push_weight, -ratings))
                if w > 0)
     # Two detectors share the budget: a top rating from a user whose data touches no list
     # (user side), a top rating on an item a crowd rates unanimously at the top (item side).
-    sides = [w * ranks01(t) for w, t in ((reach_weight, reach), (unanimity_weight, -unanimity))
-             if w > 0]
+    sides = [w * ranks01(t) for w, t in ((reach_weight, reach), (unanimity_weight, -unanimity),
+                                         (support_weight, support)) if w > 0]
     if combine == "sum" or not sides:
         robust = ranks01(base + sum(sides) + zeros)
     else:

@@ -278,3 +278,17 @@ def test_share_returns_the_best_quality_epoch_after_the_warm_up(planted, quality
         assert qualities == pytest.approx([-e["val_loss"] for e in info["epochs"]])
     with pytest.raises(ConfigError, match="quality"):
         SHARE.parse_options({"quality": "ndcg"})
+
+
+def test_item_support_is_the_shrunk_validation_to_training_ratio_and_flags_injected_items():
+    from defenses.share_valuation import item_support
+    # Item 0: 9 training, 1 validation rating; item 1: 9 + 20 injected training, 1 validation;
+    # item 2: 1 training, 0 validation.
+    train = torch.tensor([0] * 9 + [1] * 29 + [2])
+    val = torch.tensor([0, 1])
+    support = item_support(train, val, 3, prior=0.0)
+    assert support.tolist() == pytest.approx([1 / 9, 1 / 29, 0.0])
+    ratio = 2 / 39
+    shrunk = item_support(train, val, 3, prior=10.0)
+    assert shrunk[2].item() == pytest.approx((0 + 10 * ratio) / (1 + 10))
+    assert shrunk[1] < shrunk[0]  # the injected ratings lower the item's support
