@@ -538,7 +538,9 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         again, _ = ws.train(cell.defense, cell.defense_params, cell.model, data,
                             derive_seed(seed, "retrain", r))
         timings["seconds_train"] += time.perf_counter() - start
+        start = time.perf_counter()
         results.append(evaluator.evaluate(again))
+        timings["seconds_eval"] += time.perf_counter() - start
     row.update({name: float(np.mean([res.metrics[name] for res in results]))
                 for name in result.metrics})
     row["prediction_shift"] = float(np.mean(
