@@ -298,6 +298,20 @@ def lowest_rows(value: torch.Tensor, fraction: float, users: torch.Tensor | None
     return order[allowed[order]][:n]
 
 
+def concentrated_rows(rows: torch.Tensor, items: torch.Tensor, n_items: int,
+                      min_item_share: float) -> torch.Tensor:
+    """The chosen ``rows`` that sit on items where chosen rows are at least ``min_item_share``
+    of the item's training rows. Injected rows pile up on the few items an attack promotes;
+    on clean data the lowest-valued rows are spread thinly over widely liked items, where
+    distrusting them costs accuracy and protects nothing."""
+    if min_item_share <= 0 or len(rows) == 0:
+        return rows
+    total = torch.bincount(items, minlength=n_items)
+    chosen = torch.bincount(items[rows], minlength=n_items)
+    dense = chosen.double() >= min_item_share * total.double()
+    return rows[dense[items[rows]]]
+
+
 def lowest_users_rows(value: torch.Tensor, users: torch.Tensor, n_users: int,
                       fraction: float) -> torch.Tensor:
     """Per-user aggregation: whole users by ascending mean value, until their rows would exceed

@@ -205,6 +205,10 @@ def test_variants_switch_their_part_off_and_info_is_json(planted):
     assert not any("eps" in e for e in infos["share_no_adv"]["epochs"])
     assert infos["share_uniform"]["parts"]["personalized"] is False
     assert all(e["eps"] == 0.03 for e in infos["share_no_reward"]["epochs"])
+    # The valuation variants: support is a default term; the spec's valuation leaves it out.
+    support = {name: DEFENSES[name].parse_options({}).support_weight
+               for name in ("share", "share_no_support", "share_spec_value")}
+    assert support == {"share": 1.0, "share_no_support": 0.0, "share_spec_value": 0.0}
 
 
 def test_training_restarts_from_the_initial_state_at_the_first_scoring(planted):
@@ -292,3 +296,15 @@ def test_item_support_is_the_shrunk_validation_to_training_ratio_and_flags_injec
     shrunk = item_support(train, val, 3, prior=10.0)
     assert shrunk[2].item() == pytest.approx((0 + 10 * ratio) / (1 + 10))
     assert shrunk[1] < shrunk[0]  # the injected ratings lower the item's support
+
+
+def test_concentrated_rows_keeps_only_rows_on_items_they_dominate():
+    from defenses.share_valuation import concentrated_rows
+    # Item 0 has 10 rows, 1 chosen (10 %); item 1 has 4 rows, 2 chosen (50 %); item 2: 2 rows,
+    # none chosen.
+    items = torch.tensor([0] * 10 + [1] * 4 + [2] * 2)
+    rows = torch.tensor([3, 10, 12])
+    assert concentrated_rows(rows, items, 3, 0.0).tolist() == [3, 10, 12]
+    assert concentrated_rows(rows, items, 3, 0.1).tolist() == [3, 10, 12]
+    assert concentrated_rows(rows, items, 3, 0.2).tolist() == [10, 12]
+    assert concentrated_rows(rows, items, 3, 0.6).tolist() == []
