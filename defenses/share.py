@@ -75,8 +75,7 @@ from .mf_adversarial import HandDerivedAdversarialTrainer
 from .pamacf import eps_from_sq_norms, norm_scaled_eps
 from .share_reward import RewardComponents, RewardTracker, UCBBandit, fairness_gap
 from .share_valuation import (Pattern, active_users, concentrated_rows, item_proximity,
-                              lowest_rows,
-                              lowest_users_rows, value_samples)
+                              lowest_rows, lowest_users_rows, value_samples)
 
 CHOICES = {"granularity": ("sample", "user"), "eliminate_from": ("items", "all"),
            "quality": ("hr", "loss"),

@@ -301,9 +301,10 @@ def lowest_rows(value: torch.Tensor, fraction: float, users: torch.Tensor | None
 def concentrated_rows(rows: torch.Tensor, items: torch.Tensor, n_items: int,
                       min_item_share: float) -> torch.Tensor:
     """The chosen ``rows`` that sit on items where chosen rows are at least ``min_item_share``
-    of the item's training rows. Injected rows pile up on the few items an attack promotes;
-    on clean data the lowest-valued rows are spread thinly over widely liked items, where
-    distrusting them costs accuracy and protects nothing."""
+    of the item's training rows. Injected rows pile up on the few items an attack promotes; a
+    row flagged on an item where few others are flagged protects little and costs the item
+    some of its real signal. (Measured on clean FilmTrust: three quarters of the flagged rows
+    already sit on items with ≥ 30 % flagged, so the gate changes less than one might hope.)"""
     if min_item_share <= 0 or len(rows) == 0:
         return rows
     total = torch.bincount(items, minlength=n_items)
