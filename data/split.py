@@ -34,3 +34,30 @@ def split_ratings(data: RatingData, rng: np.random.Generator, positive_threshold
         val = Interactions(val.users, val.items, np.ones(len(val)))
     return Split(train, val, test_items, test_ratings, data.n_users, data.n_items,
                  data.scale, feedback)
+
+
+def split_fake_rows(fake: Interactions, rng: np.random.Generator, val_fraction: float
+                    ) -> tuple[Interactions, Interactions]:
+    """The ``platform`` protocol (threat-model.md §1): a platform cannot tell fake accounts from
+    real ones, so each fake user's rows go to validation in the proportion real users' do.
+
+    Real users' validation rows are a ``val_fraction`` of their non-test rows; each fake user
+    (who has no test item: fake users never count in metrics) gets ``val_fraction`` of its rows,
+    rounded at random so the expected share is exact and every user is within one row of it,
+    and keeps at least one training row. Returns ``(train rows, validation rows)``.
+    """
+    n = len(fake)
+    if n == 0:
+        return fake, fake
+    n_users = int(fake.users.max()) + 1
+    counts = np.bincount(fake.users, minlength=n_users)
+    wanted = val_fraction * counts
+    n_val = np.floor(wanted + rng.random(n_users)).astype(np.int64)
+    n_val = np.minimum(n_val, np.maximum(counts - 1, 0))
+    # A random order within each user; its first n_val[u] rows are validation.
+    order = np.lexsort((rng.random(n), fake.users))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - starts[fake.users[order]]
+    is_val = rank < n_val[fake.users]
+    return fake.subset(~is_val), fake.subset(is_val)

@@ -4,11 +4,23 @@ It receives :class:`TrainingData` — the training and validation ratings (fake 
 unlabelled), the table sizes and the rating scale — plus the model config. It never receives
 the target items or which users are fake. It returns the trained model and a dict of facts
 about what it did (logged to ``runs.csv`` / ``meta.json``).
+
+Two small hooks serve the threat model (``threat-model.md``):
+
+* :meth:`Defense.distrusted` — a defense that distrusts rows or users (SHARE's elimination, the
+  detectors) says which, after ``fit``. The evaluation side scores it against the fake users it
+  knows (precision, recall, false positives); a generate → detect → repair attacker
+  (``attacks/adaptive.py``) reads it on its own copy of the defense.
+* :attr:`Defense.epoch_hook` — an attacker that co-trains with the defense (``gcoattack``) sets
+  a callable ``hook(model, epoch)`` that a defense with ``accepts_epoch_hook`` calls after every
+  training epoch of each model it trains (epoch counted from 1). The evaluation never sets it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
+import numpy as np
 import torch
 
 from data.ratings import Interactions, RatingScale
@@ -33,10 +45,26 @@ class NoOptions:
     pass
 
 
+@dataclass
+class Distrust:
+    """What a defense distrusted in the data it trained on.
+
+    ``rows``: boolean mask over ``TrainingData.train`` rows that the returned model was not
+    (fully) trained on. ``users``: boolean mask over users, for defenses that judge whole
+    users (their rows are then all in ``rows`` too); None for row-level defenses.
+    """
+
+    rows: np.ndarray
+    users: np.ndarray | None = None
+
+
 class Defense:
     name = "defense"
     Options: type = NoOptions
     trainer_class: type[Trainer] = Trainer
+    #: True when ``fit`` calls :attr:`epoch_hook` after every epoch (an attacker can co-train).
+    accepts_epoch_hook: bool = False
+    epoch_hook: Callable | None = None
 
     def __init__(self, options, model_cfg, device: torch.device | str = "cpu", seed: int = 0,
                  progress: bool = False) -> None:
@@ -62,3 +90,17 @@ class Defense:
     def fit(self, data: TrainingData):
         """Train and return ``(model, info)``."""
         raise NotImplementedError
+
+    def distrusted(self) -> Distrust | None:
+        """After :meth:`fit`: what this defense distrusted; None for a defense that trains on
+        every row it is given. Defenses that judge data override it."""
+        return None
+
+    @classmethod
+    def judges_data(cls) -> bool:
+        """Whether the defense reports what it distrusts (:meth:`distrusted`)."""
+        return cls.distrusted is not Defense.distrusted
+
+    def _after_epoch(self, model, epoch: int) -> None:
+        if self.epoch_hook is not None:
+            self.epoch_hook(model, epoch)

@@ -70,7 +70,7 @@ from utils.config import _range
 from utils.seeding import torch_generator
 
 from .adversarial import AdversarialDefense, user_rows
-from .base import TrainingData
+from .base import Distrust, TrainingData
 from .mf_adversarial import HandDerivedAdversarialTrainer
 from .pamacf import eps_from_sq_norms, norm_scaled_eps
 from .share_reward import RewardComponents, RewardTracker, UCBBandit, fairness_gap
@@ -309,6 +309,11 @@ class SHARE(AdversarialDefense):
                 best_state = copy.deepcopy(model.state_dict())
         if best_state is not None:
             model.load_state_dict(best_state)
+        # What the returned model was trained without: the last scoring at or before its epoch.
+        in_effect = [s for s in scorings if s["epoch"] <= best_epoch]
+        self._distrusted_rows = np.zeros(n_rows, dtype=bool)
+        if in_effect:
+            self._distrusted_rows[decode_rows(in_effect[-1]["rows"])] = True
         info = {"best_epoch": best_epoch, "best_val": best_val, "quality": opt.quality,
                 "eps": opt.eps,
                 "parts": {"eliminate": opt.eliminate, "adversarial": opt.adversarial,
@@ -320,6 +325,12 @@ class SHARE(AdversarialDefense):
             info["arm_mean_reward"] = dict(zip(map(str, opt.arms),
                                                [round(m, 4) for m in bandit.means()]))
         return model, info
+
+    def distrusted(self) -> Distrust | None:
+        """The rows eliminated when the returned model's epoch was trained (none without
+        part (a))."""
+        rows = getattr(self, "_distrusted_rows", None)
+        return None if rows is None or not self.options.eliminate else Distrust(rows)
 
     @staticmethod
     @torch.no_grad()

@@ -55,6 +55,9 @@ class DatasetConfig:
 class SplitConfig:
     positive_threshold: float = field(default=0.8, metadata=_range(0, 1))
     val_fraction: float = field(default=0.1, metadata=_range(0, 1, lo_open=True, hi_open=True))
+    # Where fake users' rows go: "train" (the papers' protocol: training data only) or
+    # "platform" (split into training and validation like a real user's; threat-model.md §1).
+    fake_rows: str = "train"
 
 
 @dataclass
@@ -333,6 +336,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
     _check_name(cfg.model.optimizer, ["adam", "adadelta", "sgd"], "model.optimizer")
     _check_name(cfg.device, ["auto", "cpu", "cuda"], "device")
+    _check_name(cfg.split.fake_rows, ["train", "platform"], "split.fake_rows")
     for kind in as_list(cfg.targets.kind):
         _check_name(kind, ["random", "unpopular", "list"], "targets.kind")
     if "list" in as_list(cfg.targets.kind):

@@ -46,6 +46,7 @@ from attacks.poison_file import export_poison
 from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
                             select_targets)
 from data import load_dataset, split_ratings
+from data.split import split_fake_rows
 from data.ratings import Interactions, RatingData, Split
 from defenses import DEFENSES, TrainingData
 from models import build_model
@@ -166,7 +167,10 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     # One training (the default) keeps the keys of cells computed before ``retrains`` existed.
     evaluation = {k: v for k, v in c["evaluation"].items()
                   if not (k == "retrains" and v == 1)}
-    return content_key(asdict(cell), cfg.seed, dataset, c["split"], targets,
+    # Options added later are keyed only away from their defaults (earlier cells keep keys).
+    split_cfg = {k: v for k, v in c["split"].items()
+                 if not (k == "fake_rows" and v == "train")}
+    return content_key(asdict(cell), cfg.seed, dataset, split_cfg, targets,
                        asdict(model_config(cfg, cell.model)), evaluation,
                        c["attack"]["filler_size"], attack, defense, sources)
 
@@ -339,14 +343,26 @@ class Workspace:
                                               ev.batch_users, self.device)
         return self._evaluators[key]
 
-    def training_data(self, split: Split, fake: Interactions | None) -> TrainingData:
-        train, n_users = split.train, split.n_users
+    def training_data(self, split: Split, fake: Interactions | None,
+                      cell: Cell | None = None) -> TrainingData:
+        """The data a defense sees: the real users' split plus the fake rows, appended after
+        the real users. ``split.fake_rows: train`` puts every fake row in training;
+        ``platform`` splits each fake user's rows like a real user's, by a draw fixed per
+        attack setting (every defense of a cell sees the same rows)."""
+        train, val, n_users = split.train, split.val, split.n_users
         if fake is not None and len(fake):
             shifted = Interactions(fake.users + split.n_users, fake.items, fake.ratings)
-            train = Interactions.concat(train, shifted)
+            if self.cfg.split.fake_rows == "platform":
+                rng = numpy_rng(self.repeat_seed(cell.repeat), "fake-rows", cell.dataset,
+                                cell.target_kind, cell.attack, cell.attack_size,
+                                cell.knowledge_cost, cell.attack_params)
+                fake_train, fake_val = split_fake_rows(shifted, rng, self.cfg.split.val_fraction)
+                train = Interactions.concat(train, fake_train)
+                val = Interactions.concat(val, fake_val)
+            else:
+                train = Interactions.concat(train, shifted)
             n_users = split.n_users + int(fake.users.max()) + 1
-        return TrainingData(train, split.val, n_users, split.n_items, split.scale,
-                            split.feedback)
+        return TrainingData(train, val, n_users, split.n_items, split.scale, split.feedback)
 
     def train(self, defense: str, params: tuple, model: str, data: TrainingData, seed: int):
         options = component_options(self.cfg, "defense", defense, params)
@@ -522,7 +538,7 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         start = time.perf_counter()
         seed = derive_seed(ws.repeat_seed(cell.repeat), "train", cell.dataset, cell.target_kind,
                            cell.attack, cell.attack_size, cell.knowledge_cost, cell.defense)
-        data = ws.training_data(split, fake)
+        data = ws.training_data(split, fake, cell)
         model, info = ws.train(cell.defense, cell.defense_params, cell.model, data, seed)
         timings["seconds_train"] = time.perf_counter() - start
         stage("evaluate")
