@@ -5,6 +5,7 @@ from __future__ import annotations
 from .aush import AUSHAttack
 from .average import AverageAttack
 from .bandwagon import BandwagonAttack
+from .clone import CloneAttack
 from .base import Attack
 from .neural import NeuralAttack
 from .pga import PGAAttack
@@ -26,6 +27,8 @@ ATTACKS: dict[str, type[Attack]] = {
     "pga": PGAAttack,
     "tna": TNAAttack,
     "file": FileAttack,
+    # defense-aware attacks (threat-model.md §2)
+    "clone": CloneAttack,
 }
 
 __all__ = ["ATTACKS", "Attack", "AttackError", "ThreatContext"]
