@@ -55,7 +55,7 @@ def main() -> None:
         for name in defenses:
             seed = derive_seed(ws.repeat_seed(rep), "train", args.dataset, ORIGIN, name)
             start = time.perf_counter()
-            model, info = ws.train(name, (), model_name, data, seed)
+            model, info, _ = ws.train(name, (), model_name, data, seed)
             seconds = time.perf_counter() - start
             metrics = evaluator.evaluate(model).metrics
             rows[name].append((metrics[f"hr@{k}"], metrics["test_rmse"], seconds))

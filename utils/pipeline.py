@@ -53,7 +53,7 @@ from models import build_model
 from models.trainer import NonFiniteLossError, resolve_device
 from utils.atomic import atomic_write, atomic_write_text, load_npz
 from utils.config import ExperimentConfig, ModelConfig, as_list, option_sweeps, to_dict
-from utils.metrics import Evaluator, prediction_shift, rank_shift
+from utils.metrics import Evaluator, detection_metrics, prediction_shift, rank_shift
 from utils.seeding import content_key, derive_seed, numpy_rng, torch_generator
 
 log = logging.getLogger(__name__)
@@ -369,7 +369,8 @@ class Workspace:
         impl = DEFENSES[defense](options, model_config(self.cfg, model), self.device, seed,
                                  self.cfg.progress)
         seed_globals(derive_seed(seed, "globals"))
-        return impl.fit(data)
+        model, info = impl.fit(data)
+        return model, info, impl
 
     def origin_seed(self, name: str, repeat: int) -> int:
         return derive_seed(self.repeat_seed(repeat), "train", name, ORIGIN, UNDEFENDED)
@@ -404,7 +405,7 @@ class Workspace:
                 net = None  # a damaged or foreign entry is retrained, never trusted
         if net is None:
             start = time.perf_counter()
-            net, info = self.train(UNDEFENDED, (), model, data, seed)
+            net, info, _ = self.train(UNDEFENDED, (), model, data, seed)
             seconds = time.perf_counter() - start
             arrays = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
             arrays["__info__"] = np.array(json.dumps(info, sort_keys=True, default=_jsonable))
@@ -521,6 +522,7 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
     }
     timings = {"seconds_attack": 0.0, "seconds_train": 0.0, "seconds_eval": 0.0}
     arrays: dict[str, np.ndarray] = {}
+    detections: list[dict] = []   # per training of a defense that distrusts rows or users
     evaluator = ws.evaluator(cell.dataset, cell.repeat, cell.target_kind)
     if cell.is_origin:
         result, info = origin_eval, dict(origin_info)
@@ -539,11 +541,13 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         seed = derive_seed(ws.repeat_seed(cell.repeat), "train", cell.dataset, cell.target_kind,
                            cell.attack, cell.attack_size, cell.knowledge_cost, cell.defense)
         data = ws.training_data(split, fake, cell)
-        model, info = ws.train(cell.defense, cell.defense_params, cell.model, data, seed)
+        model, info, defense = ws.train(cell.defense, cell.defense_params, cell.model, data,
+                                        seed)
         timings["seconds_train"] = time.perf_counter() - start
         stage("evaluate")
         start = time.perf_counter()
         result = evaluator.evaluate(model)
+        detections.append(_detection(defense, data, split.n_users, targets))
         timings["seconds_eval"] = time.perf_counter() - start
         arrays["rank_shift"] = rank_shift(result, origin_eval).astype(np.int32)
     results = [result]
@@ -551,14 +555,19 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         # The same data, a new initialization and batch order per retraining.
         stage("retrain")
         start = time.perf_counter()
-        again, _ = ws.train(cell.defense, cell.defense_params, cell.model, data,
-                            derive_seed(seed, "retrain", r))
+        again, _, defense = ws.train(cell.defense, cell.defense_params, cell.model, data,
+                                     derive_seed(seed, "retrain", r))
         timings["seconds_train"] += time.perf_counter() - start
         start = time.perf_counter()
         results.append(evaluator.evaluate(again))
+        detections.append(_detection(defense, data, split.n_users, targets))
         timings["seconds_eval"] += time.perf_counter() - start
     row.update({name: float(np.mean([res.metrics[name] for res in results]))
                 for name in result.metrics})
+    detections = [d for d in detections if d]
+    if detections:
+        row.update({name: float(np.mean([d[name] for d in detections]))
+                    for name in detections[0]})
     row["prediction_shift"] = float(np.mean(
         [prediction_shift(res, origin_eval, split.scale.max_rating) for res in results]))
     if len(results) > 1:
@@ -571,6 +580,17 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
                                      sort_keys=True, default=_jsonable)
     row.update(timings)
     return row, arrays
+
+
+def _detection(defense, data: TrainingData, n_real_users: int, targets: np.ndarray) -> dict:
+    """Precision, recall and false positives of what the defense distrusted (the evaluation
+    side knows the fake users and the targets; the defense never does). Empty for defenses
+    that judge no data."""
+    distrust = defense.distrusted()
+    if distrust is None:
+        return {}
+    return detection_metrics(distrust.rows, distrust.users, data.train.users, n_real_users,
+                             data.train.items, targets)
 
 
 # ----------------------------------------------------------------------------- tasks

@@ -11,7 +11,8 @@
   per target kind): Table 2 (attack target HR@K vs knowledge cost, when several costs ran),
   Table 3 (target HR@K: Origin, Attack, then every defense that ran), its RI and
   success-reduction companions, Table 4 (test HR@K), the prediction shift, target HR vs attack
-  size (when several sizes ran) and the failed cells;
+  size (when several sizes ran), the worst case over attacks per defense, the detection
+  quality of defenses that distrust rows or users, and the failed cells (``utils/tables.py``);
 - ``figures/*.png`` (``utils/figures.py``), the resolved ``config.yaml`` and ``meta.json``.
 
 ``python -m utils.reporting results/<exp>`` (or ``python main.py --rebuild results/<exp>``)
@@ -29,7 +30,6 @@ import platform
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +39,11 @@ from utils.atomic import atomic_write_text
 from utils.config import ExperimentConfig, dump_yaml
 from utils.statistics import (mean_std_n, paired_p_value, robustness_improvement, stars,
                               success_reduction)
+from utils.tables import (BASE, COORDS, ORIGIN, SETTING, UNDEFENDED, Table, Value,
+                          build_tables)
 
 log = logging.getLogger(__name__)
 
-ORIGIN = "none"       # attack of the clean data
-UNDEFENDED = "none"   # plain training (the "Attack" column under an attack)
-BASE = ["dataset", "model", "feedback", "target_kind"]
-SETTING = BASE + ["attack", "attack_size", "knowledge_cost", "attack_params"]
-COORDS = SETTING + ["defense", "defense_params"]
 ID_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_kind", "targets",
               "attack", "attack_size", "knowledge_cost", "attack_params", "defense",
               "defense_params", "repeat", "seed", "n_fake", "filler_size"]
@@ -55,10 +52,7 @@ TEXT_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_ki
 FAILED_COLUMNS = COORDS + ["repeat", "cell", "error"]
 METRIC_ORDER = ["hr@", "ndcg@", "test_mse", "test_rmse", "target_hr@", "target_hr_all@",
                 "avg_target_rank", "target_score", "prediction_shift", "ri",
-                "success_reduction", "best_epoch", "defense_info"]
-DEFENSE_ORDER = ["none", "at", "rat", "tcd", "share", "pamacf", "vat"]
-DISPLAY = {"none": "Attack", "at": "AT", "rat": "RAT", "tcd": "TCD", "share": "SHARE",
-           "pamacf": "PamaCF", "vat": "VAT"}
+                "success_reduction", "detect_", "best_epoch", "defense_info"]
 BASELINES = ("at", "rat")   # "the best baseline" of the TCD tables
 FLOAT_FORMAT = "%.8g"
 
@@ -236,232 +230,6 @@ def variant_name(defense: str, params: str) -> str:
     return defense + (f" ({params})" if params else "")
 
 
-# ----------------------------------------------------------------------------- tables
-
-@dataclass
-class Value:
-    mean: float
-    std: float = float("nan")
-    n: int = 1
-    stars: str = ""
-    percent: bool = False
-    failed: bool = False   # every seed of the cell failed (see "Failed cells")
-    derived: bool = False  # computed from the seeds' means (RI, reduction): no n, no std
-
-
-@dataclass
-class Table:
-    title: str
-    label_columns: list[str]
-    groups: list[str]           # column groups (target kinds)
-    columns: list[str]          # leaf columns under every group
-    rows: list[list] = field(default_factory=list)   # labels, then Value | None per leaf
-    blocks: list[int] = field(default_factory=list)  # row indices that start a new block
-
-
-def _numeric_label(value: float) -> str:
-    return f"{value:g}"
-
-
-def _defense_variants(summary: pd.DataFrame) -> list[tuple[str, str]]:
-    seen = list(dict.fromkeys(
-        (d, p) for d, p in summary[["defense", "defense_params"]].itertuples(index=False)
-        if d != UNDEFENDED))
-    first = {v: n for n, v in enumerate(seen)}
-    rank = {d: n for n, d in enumerate(DEFENSE_ORDER)}
-    return sorted(seen, key=lambda v: (rank.get(v[0], len(rank)), first[v]))
-
-
-def _display(defense: str, params: str) -> str:
-    name = DISPLAY.get(defense, defense)
-    return f"{name} ({params})" if params else name
-
-
-class _Index:
-    """Summary rows by coordinates, with the layout facts the tables share."""
-
-    def __init__(self, summary: pd.DataFrame, k: int) -> None:
-        self.summary, self.k = summary, k
-        self.records = {tuple(r[c] for c in COORDS): r for r in summary.to_dict("records")}
-        self.kinds = list(dict.fromkeys(summary.target_kind))
-        self.variants = _defense_variants(summary)
-        attacked = summary[summary.attack != ORIGIN]
-        self.many_models = summary[["model", "feedback"]].drop_duplicates().shape[0] > 1
-        self.sizes = list(dict.fromkeys(attacked.attack_size))
-        self.costs = list(dict.fromkeys(attacked.knowledge_cost))
-        self.n_mode = int(summary["n_runs"].mode().iloc[0]) if len(summary) else 1
-
-    def get(self, base: tuple, attack: tuple, defense: str, params: str = "") -> dict | None:
-        return self.records.get(base + attack + (defense, params))
-
-    def value(self, rec: dict | None, metric: str, with_stars: bool = True) -> Value | None:
-        if rec is None:
-            return None
-        if rec.get("n_runs") == 0 and rec.get("n_failed", 0) > 0:
-            return Value(float("nan"), n=0, failed=True)
-        if f"{metric}_mean" not in rec:
-            return None
-        mean = rec[f"{metric}_mean"]
-        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-            return None
-        mark = rec.get(f"stars_{metric}", "") if with_stars else ""
-        return Value(mean, rec[f"{metric}_std"], int(rec[f"{metric}_n"]),
-                     mark if isinstance(mark, str) else "")
-
-    def settings(self, attacked_only: bool = True, vary: tuple = ()) -> list[tuple]:
-        """Row keys: (dataset, model, feedback) + (attack, size, cost, params), in order of
-        appearance; ``vary`` names the coordinates that become columns instead."""
-        frame = self.summary
-        if attacked_only:
-            frame = frame[frame.attack != ORIGIN]
-        cols = ["dataset", "model", "feedback", "attack", "attack_size", "knowledge_cost",
-                "attack_params"]
-        keep = [c for c in cols if c not in vary]
-        return list(dict.fromkeys(tuple(r) for r in frame[keep].itertuples(index=False)))
-
-    def label_columns(self, vary: tuple = ()) -> list[str]:
-        labels = ["Dataset"] + (["Model"] if self.many_models else []) + ["Attack"]
-        if len(self.sizes) > 1 and "attack_size" not in vary:
-            labels.append("Size")
-        if len(self.costs) > 1 and "knowledge_cost" not in vary:
-            labels.append("Cost")
-        return labels
-
-    def labels(self, row: dict, vary: tuple = ()) -> list[str]:
-        attack = row["attack"]
-        attack = "(no attack)" if attack == ORIGIN else attack
-        if row.get("attack_params"):
-            attack += f" ({row['attack_params']})"
-        out = [row["dataset"]]
-        if self.many_models:
-            out.append(f"{row['model']} ({row['feedback']})")
-        out.append(attack)
-        if len(self.sizes) > 1 and "attack_size" not in vary:
-            out.append("" if row["attack"] == ORIGIN else _numeric_label(row["attack_size"]))
-        if len(self.costs) > 1 and "knowledge_cost" not in vary:
-            out.append("" if row["attack"] == ORIGIN else _numeric_label(row["knowledge_cost"]))
-        return out
-
-
-def _blocks(keys: list[tuple]) -> list[int]:
-    return [n for n in range(len(keys)) if n == 0 or keys[n][:3] != keys[n - 1][:3]]
-
-
-def _row_dict(key: tuple, vary: tuple = ()) -> dict:
-    cols = ["dataset", "model", "feedback", "attack", "attack_size", "knowledge_cost",
-            "attack_params"]
-    return dict(zip([c for c in cols if c not in vary], key))
-
-
-def defense_table(ix: _Index, metric: str, title: str, with_clean: bool) -> Table:
-    """Rows dataset × attack setting; per target kind: Origin, Attack, each defense."""
-    columns = ["Origin", "Attack"] + [_display(*v) for v in ix.variants]
-    keys = ix.settings()
-    clean = ([key for key in ix.settings(attacked_only=False) if key[3] == ORIGIN]
-             if with_clean and ix.variants else [])
-    has_clean = {key[:3] for key in clean if any(
-        ix.get(key[:3] + (kind,), key[3:], d, p) for kind in ix.kinds for d, p in ix.variants)}
-    ordered = []
-    for block in dict.fromkeys(key[:3] for key in clean + keys):
-        ordered += [key for key in keys if key[:3] == block]
-        ordered += [key for key in clean if key[:3] == block and block in has_clean]
-    table = Table(title, ix.label_columns(), ix.kinds, columns, blocks=_blocks(ordered))
-    for key in ordered:
-        row = _row_dict(key)
-        cells = list(ix.labels(row))
-        for kind in ix.kinds:
-            base = key[:3] + (kind,)
-            origin = ix.get(base, (ORIGIN, 0.0, 0.0, ""), UNDEFENDED)
-            cells.append(ix.value(origin, metric, with_stars=False))
-            attacked = key[3] != ORIGIN
-            cells.append(ix.value(ix.get(base, key[3:], UNDEFENDED), metric, with_stars=False)
-                         if attacked else None)
-            cells += [ix.value(ix.get(base, key[3:], d, p), metric) for d, p in ix.variants]
-        table.rows.append(cells)
-    return table
-
-
-def relative_table(ix: _Index, column: str, title: str, percent: bool) -> Table | None:
-    """RI or success reduction (of the means) per defense, with a mean row per block."""
-    if not ix.variants:
-        return None
-    keys = ix.settings()
-    columns = [_display(*v) for v in ix.variants]
-    table = Table(title, ix.label_columns(), ix.kinds, columns)
-    blocks = list(dict.fromkeys(key[:3] for key in keys))
-    for block in blocks:
-        table.blocks.append(len(table.rows))
-        collected: list[list[float]] = [[] for _ in ix.kinds for _ in ix.variants]
-        for key in (key for key in keys if key[:3] == block):
-            cells = list(ix.labels(_row_dict(key)))
-            n = 0
-            for kind in ix.kinds:
-                for d, p in ix.variants:
-                    rec = ix.get(key[:3] + (kind,), key[3:], d, p)
-                    value = rec.get(column) if rec else None
-                    ok = value is not None and not math.isnan(value)
-                    cells.append(Value(value, percent=percent, derived=True) if ok else None)
-                    if ok:
-                        collected[n].append(value)
-                    n += 1
-            table.rows.append(cells)
-        labels = [block[0]] + ([f"{block[1]} ({block[2]})"] if ix.many_models else []) + ["mean"]
-        labels += [""] * (len(table.label_columns) - len(labels))
-        table.rows.append(labels + [Value(float(np.mean(v)), percent=percent, derived=True)
-                                    if v else None
-                                    for v in collected])
-    return table
-
-
-def sweep_table(ix: _Index, metric: str, coord: str, title: str, fmt) -> Table | None:
-    """Undefended target HR with one attack coordinate (cost or size) as columns."""
-    values = ix.costs if coord == "knowledge_cost" else ix.sizes
-    if len(values) < 2:
-        return None
-    vary = (coord,)
-    keys = ix.settings(vary=vary)
-    columns = ["Origin"] + [fmt(v) for v in values]
-    table = Table(title, ix.label_columns(vary), ix.kinds, columns, blocks=_blocks(keys))
-    for key in keys:
-        row = _row_dict(key, vary)
-        cells = list(ix.labels(row, vary))
-        for kind in ix.kinds:
-            base = key[:3] + (kind,)
-            cells.append(ix.value(ix.get(base, (ORIGIN, 0.0, 0.0, ""), UNDEFENDED), metric,
-                                  with_stars=False))
-            for v in values:
-                setting = dict(row, **{coord: v})
-                attack = (setting["attack"], setting["attack_size"], setting["knowledge_cost"],
-                          setting["attack_params"])
-                cells.append(ix.value(ix.get(base, attack, UNDEFENDED), metric,
-                                      with_stars=False))
-        table.rows.append(cells)
-    return table
-
-
-def build_tables(summary: pd.DataFrame, k: int) -> list[Table]:
-    if summary.empty:
-        return []
-    ix = _Index(summary, k)
-    hr, thr = f"hr@{k}", f"target_hr@{k}"
-    tables = [
-        sweep_table(ix, thr, "knowledge_cost",
-                    f"Table 2 · Attack target HR@{k} vs knowledge cost (no defense)",
-                    lambda c: f"c={c:g}"),
-        defense_table(ix, thr, f"Table 3 · Target HR@{k}", with_clean=True),
-        relative_table(ix, "ri_of_means", f"Table 3 · RI (robustness improvement) of the "
-                                          f"mean target HR@{k}", percent=False),
-        relative_table(ix, "success_reduction_of_means",
-                       f"Table 3 · Attack-success reduction of the mean target HR@{k}",
-                       percent=True),
-        defense_table(ix, hr, f"Table 4 · Test HR@{k}", with_clean=True),
-        defense_table(ix, "prediction_shift", "Prediction shift of the targets", False),
-        sweep_table(ix, thr, "attack_size", f"Target HR@{k} vs attack size (no defense)",
-                    lambda s: f"{100 * s:g}%"),
-    ]
-    return [t for t in tables if t is not None and t.rows]
-
-
 # ----------------------------------------------------------------------------- rendering
 
 def fmt(mean: float, std: float, n: int) -> str:
@@ -487,6 +255,8 @@ def _text(value: Value | None, n_mode: int, latex: bool) -> str:
         text += f"$^{{{value.stars}}}$" if latex else value.stars
     if value.n != n_mode and not value.derived:
         text += f" (n={value.n})"
+    if value.note:
+        text += f" ({latex_escape(value.note)})" if latex else f" ({value.note})"
     return text
 
 
