@@ -108,3 +108,25 @@ def test_cli_bad_yaml_file(tmp_path):
     bad.write_text("a: [\n")
     proc = run_main("--config", str(bad), cwd=tmp_path)
     assert proc.returncode == 2 and "invalid YAML" in proc.stderr
+
+
+def test_by_dataset_layers_apply_to_their_datasets_cells_only():
+    from utils.config import for_dataset
+    from utils.pipeline import cell_key, plan_cells
+    tree = {"dataset": {"name": ["ml-100k", "filmtrust"]}, "attack": {"name": ["random"]},
+            "defense": {"name": ["tcd"]},
+            "by_dataset": {"filmtrust": {"defense": {"options": {"tcd": {"t_pre": 1}}}}}}
+    cfg = config_from_dict(tree)
+    assert for_dataset(cfg, "filmtrust").defense.options["tcd"]["t_pre"] == 1
+    assert for_dataset(cfg, "ml-100k").defense.options == {}
+    plain = config_from_dict({k: v for k, v in tree.items() if k != "by_dataset"})
+    keys = {c: cell_key(cfg, c) for c in plan_cells(cfg)}
+    plain_keys = {c: cell_key(plain, c) for c in plan_cells(plain)}
+    assert keys.keys() == plain_keys.keys()
+    for cell, key in keys.items():
+        changed = cell.dataset == "filmtrust" and cell.defense == "tcd"
+        assert (key != plain_keys[cell]) == changed
+    assert "by_dataset.filmtrust.seed" in error_of({**tree, "by_dataset": {"filmtrust": {"seed": 1}}})
+    assert "t_pre" in error_of({**tree, "by_dataset": {
+        "filmtrust": {"defense": {"options": {"tcd": {"t_pre": -1}}}}}})
+    assert "valid:" in error_of({**tree, "by_dataset": {"filmtrst": {}}})

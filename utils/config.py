@@ -129,6 +129,24 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    # Per-dataset layers over the rest of the config, for settings the papers fix per dataset
+    # (``by_dataset: {filmtrust: {defense: {options: {tcd: {t_pre: 1}}}}}``); the sections
+    # that define the grid itself (experiment, seed, repeats, dataset.name) cannot vary.
+    by_dataset: dict = field(default_factory=dict)
+
+
+FIXED_ACROSS_DATASETS = ("experiment", "seed", "repeats", "results_dir", "by_dataset")
+
+
+def for_dataset(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
+    """The config that cells of dataset ``name`` run with (``by_dataset`` applied)."""
+    layer = cfg.by_dataset.get(name)
+    if not layer:
+        return cfg
+    tree = _merge(to_dict(cfg), layer)
+    tree["by_dataset"] = {}
+    tree["dataset"]["name"] = cfg.dataset.name
+    return build(ExperimentConfig, tree)
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -352,6 +370,21 @@ def validate(cfg: ExperimentConfig) -> None:
             at = f"{where}.options.{name}"
             for swept in option_sweeps(registry[name].Options, options, at):
                 registry[name].parse_options({**options, **dict(swept)} if swept else options, at)
+    for name, layer in cfg.by_dataset.items():
+        # Any known dataset: a preset's layer for a dataset left out of this run is unused.
+        _check_name(str(name), sorted(DATASETS), "by_dataset")
+        if not isinstance(layer, dict):
+            raise ConfigError(f"by_dataset.{name}: give a mapping of config sections to values")
+        for key in FIXED_ACROSS_DATASETS:
+            if key in layer:
+                raise ConfigError(f"by_dataset.{name}.{key}: {key} is the same for every "
+                                  "dataset; set it at the top level")
+        if "name" in (layer.get("dataset") or {}):
+            raise ConfigError(f"by_dataset.{name}.dataset.name: the dataset is the key; remove it")
+        try:
+            validate(for_dataset(cfg, str(name)))
+        except ConfigError as exc:
+            raise ConfigError(f"by_dataset.{name}: {exc}") from None
     if not cfg.experiment or any(c in cfg.experiment for c in "/\\") or cfg.experiment in (".", ".."):
         raise ConfigError(f"experiment: '{cfg.experiment}' must be a plain folder name")
 

@@ -52,7 +52,8 @@ from defenses import DEFENSES, TrainingData
 from models import build_model
 from models.trainer import NonFiniteLossError, resolve_device
 from utils.atomic import atomic_write, atomic_write_text, load_npz
-from utils.config import ExperimentConfig, ModelConfig, as_list, option_sweeps, to_dict
+from utils.config import (ExperimentConfig, ModelConfig, as_list, for_dataset, option_sweeps,
+                          to_dict)
 from utils.metrics import Evaluator, detection_metrics, prediction_shift, rank_shift
 from utils.seeding import content_key, derive_seed, numpy_rng, torch_generator
 
@@ -113,14 +114,15 @@ def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
     clean_defended = ORIGIN in names
     attacks = [a for a in names if a != ORIGIN]
     defenses = _unique([UNDEFENDED] + as_list(cfg.defense.name))
-    attack_sweeps = {a: option_sweeps(ATTACKS[a].Options, cfg.attack.options.get(a),
-                                      f"attack.options.{a}") for a in attacks}
-    defense_sweeps = {d: option_sweeps(DEFENSES[d].Options, cfg.defense.options.get(d),
-                                       f"defense.options.{d}") for d in defenses}
     cells = []
     for dataset, model, rep, kind in itertools.product(
             _unique(as_list(cfg.dataset.name)), _unique(as_list(cfg.model.name)),
             range(cfg.repeats), _unique(as_list(cfg.targets.kind))):
+        dcfg = for_dataset(cfg, dataset)
+        attack_sweeps = {a: option_sweeps(ATTACKS[a].Options, dcfg.attack.options.get(a),
+                                          f"attack.options.{a}") for a in attacks}
+        defense_sweeps = {d: option_sweeps(DEFENSES[d].Options, dcfg.defense.options.get(d),
+                                           f"defense.options.{d}") for d in defenses}
         cells.append(Cell(dataset, rep, kind, ORIGIN, 0.0, 0.0, UNDEFENDED, model))
         if clean_defended:
             cells += [Cell(dataset, rep, kind, ORIGIN, 0.0, 0.0, d, model, (), dp)
@@ -154,7 +156,9 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     numbers are part of the key — only the cell's own attack and defense and what they import,
     so editing one algorithm reruns its cells and no others. Options are keyed by the values
     that differ from their defaults (the defaults are in the sources), so a new option whose
-    default keeps the old behaviour does not rerun anything."""
+    default keeps the old behaviour does not rerun anything. The config is the cell's
+    dataset's (``by_dataset`` applied)."""
+    cfg = for_dataset(cfg, cell.dataset)
     c = to_dict(cfg)
     dataset = {k: v for k, v in c["dataset"].items() if k not in ("name", "root", "cache_dir")}
     targets = {k: v for k, v in c["targets"].items() if k != "kind"}
@@ -664,7 +668,8 @@ def execute(cfg: ExperimentConfig, task: Task, token: str) -> dict:
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
-    ws = _workspace(cfg, token)
+    cfg = for_dataset(cfg, task.cell.dataset)
+    ws = _workspace(cfg, f"{token}/{task.cell.dataset}")
     stages: dict[str, float] = {}
     clock = {"name": None, "start": time.perf_counter()}
     bar = tqdm(total=None, desc=task.label()[:70], leave=False, position=_PROCESS["position"],
