@@ -2,20 +2,31 @@
 rewards. Only the authors' abstract is public; this is the package's design from it
 (defenses.md §3), with each of the abstract's three claims as a switchable part:
 
-(a) value-based elimination (``eliminate``): after ``warmup`` epochs and every ``rescore_every``
-    epochs every training sample is valued (``share_valuation.py``) and the lowest-valued
-    ``eliminate_fraction`` of rows (no user giving more than ``max_user_share`` of their rows;
-    or whole users with ``granularity: user``) is distrusted until the next scoring. The spec's
-    first-order terms are all implemented — influence on the validation loss, on the
-    active/inactive fairness gap (weight 1 − α), the exposure penalty — but they are weak
-    detectors (measured: the rows they eliminate hold *fewer* fake rows than chance), so by
-    default the value is ours: a top rating (*push*) from a user of low *reach* (whose items sit
-    far from an audience's top-K lists) on an item of high *unanimity* (a crowd rates it at the
-    top) and of low validation *support* (few validation ratings per training rating) is the
-    least valuable; at each scoring an item whose rows are mostly distrusted goes back to its
-    initial embedding, undoing what they gave it during the warm-up. Distrusted rows keep
-    training their own user but stop moving the item table (``eliminate_from: items``; ``all``
-    drops them), so a real user flagged by mistake is still personalized.
+(a) value-based elimination (``eliminate``): training rows are valued and the least valuable
+    are distrusted. The default valuation is the *group signal* (``share_group.py``): a
+    top-rated row whose item has at least ``group_min_partners`` lockstep partners among its
+    user's top ratings (item pairs top-rated together by a crowd, shrunk lift ≥
+    ``group_lift``, users weighted 1/log(e + their top ratings)) — a promotion attack's fake
+    users must top-rate the same targets together, whatever their fillers or cloned profiles
+    look like. It is counted on every observed rating (train ∪ val), so it does not depend on
+    where fake rows were placed, and it needs no model: with ``eliminate_amount: significant``
+    (default) only the flagged rows are distrusted (at most ``eliminate_fraction``, no per-user
+    cap), from the first epoch (``screen_first``) and again at every scoring after ``warmup``
+    every ``rescore_every`` epochs. ``eliminate_amount: fraction`` always distrusts the
+    lowest-valued ``eliminate_fraction`` (no user giving more than ``max_user_share`` of their
+    rows; or whole users with ``granularity: user``), valued by the weighted ranks of every
+    term with a weight > 0 (``share_valuation.py``): the spec's first-order terms — influence
+    on the validation loss, on the active/inactive fairness gap (weight 1 − α), the exposure
+    penalty — weak detectors (the rows they eliminate hold *fewer* fake rows than chance); the
+    first default's terms (``share_v1``): a top rating (*push*) from a user of low *reach*
+    (whose items sit far from an audience's top-K lists) on an item of high *unanimity* (a
+    crowd rates it at the top) and of low validation *support* (few validation ratings per
+    training rating); and the group signal's rank. At each scoring an item whose rows are
+    mostly distrusted goes back to its initial embedding, undoing what they gave it (with
+    ``screen_first`` only items newly over the threshold: the others learnt from trusted rows
+    only since the screening). Distrusted rows keep training their own user but stop moving
+    the item table (``eliminate_from: items``; ``all`` drops them), so a real user flagged by
+    mistake is still personalized.
 (b) personalized adversarial training (``adversarial``): the APR step of ``adversarial.py`` with
     ε_u = ε · 2 · sigmoid(‖p_u‖² / mean_batch ‖p‖² − 1) (PamaCF's form; ``personalized: false``
     gives every row ε); item rows take their sample's user's ε; one δ per occurrence.
@@ -25,22 +36,30 @@ rewards. Only the authors' abstract is public; this is the package's design from
 
 The defense never sees the target items or which users are fake; all users are treated alike
 (the audience is drawn among users that have validation rows, i.e. the users whose lists the
-platform can check). Like the spec's validation-influence term, the support term assumes what
-the protocol gives: validation data that the platform trusts (here, held-out ratings of the
-real users). It compares item counts only; no signal counts validation rows per user, which
-would single out users without any. If the validation data held the fake users' ratings in
-the same proportion, support would carry no signal and ``support_weight: 0`` is the honest
-setting (the ablation preset's ``share_no_support``). For explicit MF every
-epoch is hand-derived (``mf_adversarial.adversarial_mf_epoch``: the autograd step's
-mathematics without the graph); other models use the autograd step. Part (a) needs MF's
-closed-form per-sample gradients and explicit feedback; asking for it elsewhere is a clear
-error.
+platform can check). The support term (``share_v1``) assumes what only the `train` protocol
+gives — validation data without fake ratings — and carries no signal under
+``split.fake_rows: platform`` (threat-model.md §1); the group signal assumes nothing about the
+split. For explicit MF every epoch is hand-derived (``mf_adversarial.adversarial_mf_epoch``:
+the autograd step's mathematics without the graph); other models use the autograd step. Part
+(a) needs MF's closed-form per-sample gradients and explicit feedback; asking for it elsewhere
+is a clear error.
 
-Deviations from the spec (evidence in the README): the default valuation weights (the spec's
-terms at 0, reach 0.5, push, unanimity and support 1, α = 1), the item-side elimination,
-the item reset and the per-user cap; ε = 0.03 (AT's, not PamaCF's 0.5: on explicit MF with validation-MSE model selection a
-large ε makes the warm-up epoch the selected model, i.e. no adversarial training at all); the
-reward's robustness term uses the base ε, not the chosen arm's, so it measures the model.
+Deviations from the spec (evidence in the README): the default valuation (the group signal,
+only significant rows, from the first epoch; the spec's terms at 0, α = 1), the item-side
+elimination, the item reset and the per-user cap of the fixed budget; ε = 0.03 (AT's, not
+PamaCF's 0.5: on explicit MF with validation-MSE model selection a large ε makes the warm-up
+epoch the selected model, i.e. no adversarial training at all); the reward's robustness term
+uses the base ε, not the chosen arm's, so it measures the model.
+
+Evidence for the group signal (``benchmarks/share_signals.py``, tuning master seed 1, platform
+split, 3 % attacks, c = 0.4, random and unpopular targets, 8 attacks incl. ``clone``): on
+ML-100K it flags 100 % of the payload rows (fake users' rows on the targets) at 0.61–0.86 fake
+precision (148–231 rows; ``clone`` on random targets is the lowest), and 22 of 89k rows on
+clean data; on FilmTrust 100 % payload recall at precision 1.00, and no clean row. Under the
+same split the first default (``share_v1``, fixed 3 % budget) catches 19–100 % of the payload
+at 0.02–0.14 precision (ML-100K; ``clone`` 19–21 %), ``share_no_support``'s valuation 35–100 %
+(``clone`` 35–42 %) at 0.03–0.15. Lift 6 or ≥ 3 partners are purer on ML-100K but miss the
+most popular random target's rows on some attacks, or need ≥ 4 targets.
 
 Model selection: the epoch with the best quality Q among the epochs after the warm-up (so the
 model returned was trained under SHARE's parts, never the plain warm-up model). ``quality: hr``
@@ -73,13 +92,15 @@ from .adversarial import AdversarialDefense, user_rows
 from .base import Distrust, TrainingData
 from .mf_adversarial import HandDerivedAdversarialTrainer
 from .pamacf import eps_from_sq_norms, norm_scaled_eps
+from .share_group import lockstep_counts
 from .share_reward import RewardComponents, RewardTracker, UCBBandit, fairness_gap
 from .share_valuation import (Pattern, active_users, concentrated_rows, item_proximity,
                               lowest_rows, lowest_users_rows, value_samples)
 
 CHOICES = {"granularity": ("sample", "user"), "eliminate_from": ("items", "all"),
            "quality": ("hr", "loss"),
-           "reach_lists": ("current", "warmup"), "combine": ("min", "sum")}
+           "reach_lists": ("current", "warmup"), "combine": ("min", "sum"),
+           "eliminate_amount": ("significant", "fraction")}
 
 
 @dataclass
@@ -110,14 +131,29 @@ class SHAREOptions:
     alpha: float = field(default=1.0, metadata=_range(0, 1))    # robustness vs fairness value
     validation_weight: float = field(default=0.0, metadata=_range(0))
     exposure_weight: float = field(default=0.0, metadata=_range(0))
-    reach_weight: float = field(default=0.5, metadata=_range(0))
-    push_weight: float = field(default=1.0, metadata=_range(0))
-    unanimity_weight: float = field(default=1.0, metadata=_range(0))
+    # The old default valuation (``share_v1``): reach 0.5, push 1, unanimity 1, support 1.
+    reach_weight: float = field(default=0.0, metadata=_range(0))
+    push_weight: float = field(default=0.0, metadata=_range(0))
+    unanimity_weight: float = field(default=0.0, metadata=_range(0))
     unanimity_prior: float = field(default=20.0, metadata=_range(0))
     # Validation support of the row's item (share_valuation.item_support): validation ratings
-    # per training rating; injected ratings have no validation counterpart.
-    support_weight: float = field(default=1.0, metadata=_range(0))
+    # per training rating. Only a signal when fake rows never reach validation (the `train`
+    # protocol); under `split.fake_rows: platform` it carries none (threat-model.md §1).
+    support_weight: float = field(default=0.0, metadata=_range(0))
     support_prior: float = field(default=10.0, metadata=_range(0))
+    # Group signal (share_group.py): a top-rated row's lockstep partners among its user's top
+    # ratings; pairs with shrunk lift (C + group_prior) / (E + group_prior) ≥ group_lift.
+    group_weight: float = field(default=1.0, metadata=_range(0))
+    group_prior: float = field(default=2.0, metadata=_range(0, lo_open=True))
+    group_lift: float = field(default=5.0, metadata=_range(1, lo_open=True))
+    group_min_partners: int = field(default=2, metadata=_range(1))
+    # "significant": eliminate only group-flagged rows (≥ group_min_partners partners), at
+    # most eliminate_fraction of the rows, lowest-valued first, no per-user cap (clean data
+    # loses almost nothing); "fraction": always the lowest-valued eliminate_fraction.
+    eliminate_amount: str = "significant"
+    # With eliminate_amount "significant", the flagged rows are distrusted from the first
+    # epoch (the group signal needs no model); the model-based terms join at the scorings.
+    screen_first: bool = True
     combine: str = "sum"             # reach and unanimity terms: "sum" or "min" (either side)
     active_fraction: float = field(default=0.2, metadata=_range(0, 1, lo_open=True, hi_open=True))
     audience: int = field(default=300, metadata=_range(1))
@@ -176,6 +212,9 @@ class SHARE(AdversarialDefense):
                                   f"of {', '.join(valid)}")
         if not opts.arms or any(a < 0 for a in opts.arms):
             raise ConfigError(f"{where}.arms: give a non-empty list of multipliers ≥ 0")
+        if opts.eliminate and opts.eliminate_amount == "significant" and opts.group_weight <= 0:
+            raise ConfigError(f"{where}.eliminate_amount: 'significant' needs the group signal "
+                              "(group_weight > 0); set group_weight or eliminate_amount: fraction")
         return opts
 
     def mf_row_eps(self, trainer, users, user_sq_norms, err) -> torch.Tensor:
@@ -220,7 +259,16 @@ class SHARE(AdversarialDefense):
         if opt.eliminate:
             pattern = Pattern.of(train[0], train[1], data.n_users, data.n_items)
             val_pattern = Pattern.of(val[0], val[1], data.n_users, data.n_items)
-        proximity = None
+        proximity = group = None
+        if opt.eliminate and opt.group_weight > 0:
+            # Counted on every observed rating (train ∪ val): the signal does not depend on
+            # where a fake row was placed.
+            observed = tuple(torch.cat([t, v]) for t, v in zip(train, val))
+            group = lockstep_counts(train[0], train[1], train[2], observed, data.n_users,
+                                    data.n_items, opt.group_prior, opt.group_lift)
+        model_free = self._model_free(opt)
+        screen = (opt.eliminate and group is not None and opt.screen_first
+                  and opt.eliminate_amount == "significant")
         tracker = RewardTracker(opt.w_quality, opt.w_robustness, opt.w_fairness)
         bandit = UCBBandit(opt.arms, opt.ucb_c)
         use_reward = opt.reward and opt.adversarial
@@ -244,14 +292,19 @@ class SHARE(AdversarialDefense):
         previous_rows = np.zeros(0, dtype=np.int64)
         for epoch in range(epochs):
             entry: dict = {"epoch": epoch + 1}
-            if (opt.eliminate and epoch >= opt.warmup
-                    and (epoch - opt.warmup) % opt.rescore_every == 0):
-                if proximity is None or opt.reach_lists == "current":
+            scheduled = (opt.eliminate and epoch >= opt.warmup
+                         and (epoch - opt.warmup) % opt.rescore_every == 0)
+            if scheduled or (screen and epoch == 0):
+                if model_free or not scheduled:
+                    pass   # the group signal alone: no lists needed
+                elif proximity is None or opt.reach_lists == "current":
                     # "warmup": the lists of the undefended warm-up model, the attack's aim
                     proximity = item_proximity(model.user_emb.detach(), model.item_emb.detach(),
                                                audience, opt.top_k)
                 rows = self._score(model, train, (val_pattern, val[2][val_pattern.order]), data,
-                                   audience, proximity, pattern, opt)
+                                   audience, proximity, pattern, opt, group,
+                                   model_free or not scheduled)
+                previous_keep = keep
                 keep = torch.ones(n_rows, dtype=torch.bool, device=device)
                 keep[rows] = False
                 rows_np = rows.cpu().numpy()
@@ -262,8 +315,9 @@ class SHARE(AdversarialDefense):
                 previous_rows = rows_np
                 if opt.reset_items_above < 1 and not opt.restart:
                     entry["items_reset"] = self._reset_distrusted_items(
-                        trainer, initial, train[1], keep, data.n_items, opt.reset_items_above)
-                if opt.restart and not restarted:
+                        trainer, initial, train[1], keep, data.n_items, opt.reset_items_above,
+                        previous_keep if screen else None)
+                if opt.restart and not restarted and scheduled:
                     # The warm-up model was a probe: what the distrusted rows gave the items
                     # during it would stay in the item table, so training starts over.
                     model.load_state_dict(initial)
@@ -335,11 +389,20 @@ class SHARE(AdversarialDefense):
     @staticmethod
     @torch.no_grad()
     def _reset_distrusted_items(trainer, initial: dict, items: torch.Tensor, keep: torch.Tensor,
-                                n_items: int, threshold: float) -> int:
-        """Reset the item rows whose share of distrusted training rows is ≥ ``threshold``."""
+                                n_items: int, threshold: float,
+                                previous_keep: torch.Tensor | None = None) -> int:
+        """Reset the item rows whose share of distrusted training rows is ≥ ``threshold`` —
+        only items not already over it at the previous scoring (those learnt from trusted
+        rows only since then)."""
         total = torch.bincount(items, minlength=n_items)
-        distrusted = torch.bincount(items[~keep], minlength=n_items)
-        reset = (total > 0) & (distrusted >= threshold * total)
+
+        def over(k: torch.Tensor) -> torch.Tensor:
+            distrusted = torch.bincount(items[~k], minlength=n_items)
+            return (total > 0) & (distrusted >= threshold * total)
+
+        reset = over(keep)
+        if previous_keep is not None and not bool(previous_keep.all()):
+            reset &= ~over(previous_keep)
         table = trainer.model.item_emb
         table[reset] = initial["item_emb"].to(table.device)[reset]
         state = trainer.optimizer.state.get(table, {})
@@ -358,9 +421,36 @@ class SHARE(AdversarialDefense):
         pick = torch.randperm(len(users), generator=gen)[:size].to(users.device)
         return users[pick]
 
-    def _score(self, model, train, val, data, audience, proximity, pattern, opt):
+    @staticmethod
+    def _model_free(opt) -> bool:
+        """True when the valuation is the group signal alone (no model-based term)."""
+        model_terms = (opt.validation_weight + opt.exposure_weight + opt.reach_weight
+                       + opt.push_weight + opt.unanimity_weight + opt.support_weight)
+        return opt.group_weight > 0 and model_terms <= 0 and opt.alpha >= 1
+
+    def _score(self, model, train, val, data, audience, proximity, pattern, opt, group=None,
+               model_free: bool = False):
+        """The rows to distrust: see ``eliminate_amount``. ``model_free``: value by the group
+        signal alone (the first-epoch screening, or a group-only valuation)."""
+        budget = int(opt.eliminate_fraction * len(train[0]))
+        if model_free:
+            value = -group
+        else:
+            value = self._value(model, train, val, data, audience, proximity, pattern, opt,
+                                group).value
+        if opt.eliminate_amount == "significant":
+            flagged = torch.nonzero(group >= opt.group_min_partners).squeeze(1)
+            if len(flagged) > budget:
+                flagged = flagged[torch.argsort(value[flagged], stable=True)[:budget]]
+            return torch.sort(flagged).values
+        if opt.granularity == "user":
+            return lowest_users_rows(value, train[0], data.n_users, opt.eliminate_fraction)
+        rows = lowest_rows(value, opt.eliminate_fraction, train[0], opt.max_user_share)
+        return concentrated_rows(rows, train[1], data.n_items, opt.min_item_share)
+
+    def _value(self, model, train, val, data, audience, proximity, pattern, opt, group):
         val_pattern, val_ratings = val
-        values = value_samples(model.user_emb, model.item_emb, train, val_pattern, data.n_users,
+        return value_samples(model.user_emb, model.item_emb, train, val_pattern, data.n_users,
                                data.n_items, audience, proximity, alpha=opt.alpha,
                                validation_weight=opt.validation_weight,
                                exposure_weight=opt.exposure_weight,
@@ -370,12 +460,8 @@ class SHARE(AdversarialDefense):
                                support_weight=opt.support_weight,
                                support_prior=opt.support_prior, combine=opt.combine,
                                active_fraction=opt.active_fraction, k=opt.top_k,
-                               tau=opt.exposure_tau, pattern=pattern, val_ratings=val_ratings)
-        if opt.granularity == "user":
-            return lowest_users_rows(values.value, train[0], data.n_users,
-                                     opt.eliminate_fraction)
-        rows = lowest_rows(values.value, opt.eliminate_fraction, train[0], opt.max_user_share)
-        return concentrated_rows(rows, train[1], data.n_items, opt.min_item_share)
+                               tau=opt.exposure_tau, pattern=pattern, val_ratings=val_ratings,
+                               group=group, group_weight=opt.group_weight)
 
     @staticmethod
     @torch.no_grad()
@@ -450,6 +536,9 @@ def _variant(name: str, doc: str, **overrides):
     return type(name, (SHARE,), {"name": name, "Options": options, "__doc__": doc})
 
 
+V1 = {"group_weight": 0.0, "eliminate_amount": "fraction", "reach_weight": 0.5,
+      "push_weight": 1.0, "unanimity_weight": 1.0, "support_weight": 1.0}
+
 SHARE_DEFENSES = {
     "share": SHARE,
     "share_no_elim": _variant("share_no_elim", "SHARE without part (a).", eliminate=False),
@@ -459,11 +548,28 @@ SHARE_DEFENSES = {
                              "part c then has nothing to steer).", adversarial=False),
     "share_no_reward": _variant("share_no_reward", "SHARE with a fixed strength (part c off).",
                                 reward=False),
-    "share_no_support": _variant("share_no_support", "SHARE whose valuation leaves out the "
-                                 "item's validation support.", support_weight=0.0),
+    # The old default (before the group signal): reach, push, unanimity and validation
+    # support fill a fixed 3 % budget from the first scoring after the warm-up.
+    "share_v1": _variant("share_v1", "SHARE with the first default valuation (reach, push, "
+                         "unanimity, validation support; a fixed budget).", **V1),
+    "share_no_support": _variant("share_no_support", "SHARE with the first default valuation "
+                                 "without the item's validation support.",
+                                 **{**V1, "support_weight": 0.0}),
+    "share_no_group": _variant("share_no_group", "SHARE whose valuation leaves out the group "
+                               "signal: the first default's terms without support (the same "
+                               "valuation as share_no_support).",
+                               **{**V1, "support_weight": 0.0}),
+    "share_group_budget": _variant("share_group_budget", "SHARE whose group-signal valuation "
+                                   "always fills the fixed eliminate_fraction budget "
+                                   "(eliminate_amount: fraction) instead of only the "
+                                   "significant rows.", eliminate_amount="fraction"),
+    "share_group_v1": _variant("share_group_v1", "SHARE whose valuation adds the group signal "
+                               "to the first default's terms without support, on the fixed "
+                               "budget.", **{**V1, "support_weight": 0.0, "group_weight": 1.0}),
     "share_spec_value": _variant("share_spec_value", "SHARE whose valuation uses the spec's "
                                  "terms only (validation, exposure, fairness; no reach, no "
                                  "push, no unanimity, no support).", reach_weight=0.0,
                                  push_weight=0.0, unanimity_weight=0.0, support_weight=0.0,
+                                 group_weight=0.0, eliminate_amount="fraction",
                                  validation_weight=1.0, exposure_weight=1.0, alpha=0.5),
 }

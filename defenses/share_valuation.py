@@ -209,15 +209,18 @@ def value_samples(P, Q, train, val, n_users: int, n_items: int, audience: torch.
                   support_prior: float = 10.0, combine: str = "sum",
                   active_fraction: float = 0.2, k: int = 50,
                   tau: float = 0.1, pattern: Pattern | None = None,
-                  val_ratings: torch.Tensor | None = None) -> SampleValues:
+                  val_ratings: torch.Tensor | None = None, group: torch.Tensor | None = None,
+                  group_weight: float = 0.0) -> SampleValues:
     """Value every training row of an MF model; low value = candidate for elimination.
 
     ``train``/``val`` are (users, items, ratings) tensors (``val`` may be a prebuilt
     :class:`Pattern` with ``val_ratings`` in its CSR order); ``proximity`` the per-item nearness
     to the audience's lists (:func:`item_proximity`) that the users' reach is measured against.
     Each term becomes a rank in [0, 1] (low = suspicious): the validation value, −exposure, −push
-    (the row's rating: how far the row pulls its item up once fit), the user's reach and
-    −unanimity (of the row's item, :func:`item_unanimity`). ``combine="sum"``: the robustness
+    (the row's rating: how far the row pulls its item up once fit), the user's reach,
+    −unanimity (of the row's item, :func:`item_unanimity`) and −group (``group``: per row in
+    the original order, its lockstep partners, ``share_group.lockstep_counts``).
+    ``combine="sum"``: the robustness
     value is the rank of their weighted sum; ``"min"``: the lower of two detectors' ranks, the
     first three terms plus reach (user side) and plus unanimity (item side). value = α ·
     rank(robustness) + (1 − α) · rank(fairness value). Terms with weight 0 are not computed
@@ -254,17 +257,21 @@ def value_samples(P, Q, train, val, n_users: int, n_items: int, audience: torch.
                  if unanimity_weight > 0 else zeros)
     support = (item_support(pattern.items, val_pattern.items, n_items, support_prior)
                [pattern.items] if support_weight > 0 else zeros)
+    group_csr = (group.to(err.device).float()[pattern.order]
+                 if group is not None and group_weight > 0 else zeros)
     if (validation_weight + exposure_weight + reach_weight + push_weight + unanimity_weight
-            + support_weight <= 0):
-        raise ValueError("share: the validation, exposure, reach, push, unanimity and support "
-                         "weights are all 0")
-    base = sum(w * ranks01(t) for w, t in ((validation_weight, v_val),
+            + support_weight + (group_weight if group is not None else 0.0) <= 0):
+        raise ValueError("share: the validation, exposure, reach, push, unanimity, support "
+                         "and group weights are all 0")
+    base = zeros + sum(w * ranks01(t) for w, t in ((validation_weight, v_val),
                                             (exposure_weight, -expo), (push_weight, -ratings))
                if w > 0)
     # Two detectors share the budget: a top rating from a user whose data touches no list
     # (user side), a top rating on an item a crowd rates unanimously at the top (item side).
     sides = [w * ranks01(t) for w, t in ((reach_weight, reach), (unanimity_weight, -unanimity),
-                                         (support_weight, support)) if w > 0]
+                                         (support_weight, support),
+                                         (group_weight if group is not None else 0.0,
+                                          -group_csr)) if w > 0]
     if combine == "sum" or not sides:
         robust = ranks01(base + sum(sides) + zeros)
     else:

@@ -103,8 +103,10 @@ def test_share_eliminates_exactly_the_lowest_valued_rows(planted, monkeypatch):
         return values
 
     monkeypatch.setattr(share_module, "value_samples", recording)
-    options = SHARE.parse_options({"warmup": 3, "rescore_every": 4, "reward": False})
-    _, info = SHARE(options, CFG, seed=0).fit(data)
+    # The first default (a fixed budget of the lowest-valued rows), share_v1.
+    v1 = DEFENSES["share_v1"]
+    options = v1.parse_options({"warmup": 3, "rescore_every": 4, "reward": False})
+    _, info = v1(options, CFG, seed=0).fit(data)
     scorings = decode_eliminated(info)
     assert [e for e, _ in scorings] == [4, 8, 12] and len(seen) == 3
     users = data.train.users
@@ -126,12 +128,13 @@ def test_share_eliminates_exactly_the_lowest_valued_rows(planted, monkeypatch):
 def test_eliminated_rows_are_enriched_in_the_planted_fake_rows(planted):
     data, n_real = planted
     fake = data.train.users >= n_real
+    v1 = DEFENSES["share_v1"]   # the first default valuation (the `train` protocol)
     for granularity in ("sample", "user"):
-        options = SHARE.parse_options({"warmup": 5, "granularity": granularity})
+        options = v1.parse_options({"warmup": 5, "granularity": granularity})
         # lr 0.003: at the end of the warm-up the lists are still those of a young model,
         # as on ML-100K with the default lr after 5 epochs.
         cfg = ModelConfig(dim=16, epochs=12, batch_size=256, lr=0.003)
-        _, info = SHARE(options, cfg, seed=0).fit(data)
+        _, info = v1(options, cfg, seed=0).fit(data)
         for _, rows in decode_eliminated(info):
             assert len(rows) > 0
             assert fake[rows].mean() >= 4 * fake.mean(), (granularity, fake[rows].mean(),
@@ -205,10 +208,22 @@ def test_variants_switch_their_part_off_and_info_is_json(planted):
     assert not any("eps" in e for e in infos["share_no_adv"]["epochs"])
     assert infos["share_uniform"]["parts"]["personalized"] is False
     assert all(e["eps"] == 0.03 for e in infos["share_no_reward"]["epochs"])
-    # The valuation variants: support is a default term; the spec's valuation leaves it out.
-    support = {name: DEFENSES[name].parse_options({}).support_weight
-               for name in ("share", "share_no_support", "share_spec_value")}
-    assert support == {"share": 1.0, "share_no_support": 0.0, "share_spec_value": 0.0}
+    # The valuation variants: the default is the group signal without support; share_v1 is
+    # the first default (support on), share_no_support that without support.
+    names = ("share", "share_v1", "share_no_support", "share_no_group", "share_group_budget",
+             "share_spec_value")
+    opts = {name: DEFENSES[name].parse_options({}) for name in names}
+    assert {n: o.support_weight for n, o in opts.items()} == {
+        "share": 0.0, "share_v1": 1.0, "share_no_support": 0.0, "share_no_group": 0.0,
+        "share_group_budget": 0.0, "share_spec_value": 0.0}
+    assert {n: o.group_weight > 0 for n, o in opts.items()} == {
+        "share": True, "share_v1": False, "share_no_support": False, "share_no_group": False,
+        "share_group_budget": True, "share_spec_value": False}
+    assert opts["share"].eliminate_amount == "significant"
+    assert opts["share_v1"].eliminate_amount == opts["share_group_budget"].eliminate_amount \
+        == "fraction"
+    assert (opts["share_v1"].reach_weight, opts["share_v1"].push_weight,
+            opts["share_v1"].unanimity_weight) == (0.5, 1.0, 1.0)
 
 
 def test_training_restarts_from_the_initial_state_at_the_first_scoring(planted):
@@ -257,6 +272,10 @@ def test_bad_options_are_one_line_errors():
         SHARE.parse_options({"arms": []})
     with pytest.raises(ConfigError, match="eliminate_fraction"):
         SHARE.parse_options({"eliminate_fraction": 1.0})
+    with pytest.raises(ConfigError, match="eliminate_amount"):
+        SHARE.parse_options({"eliminate_amount": "all"})
+    with pytest.raises(ConfigError, match="group_weight"):
+        SHARE.parse_options({"group_weight": 0.0})
 
 
 def test_row_encoding_round_trips():
@@ -308,3 +327,78 @@ def test_concentrated_rows_keeps_only_rows_on_items_they_dominate():
     assert concentrated_rows(rows, items, 3, 0.1).tolist() == [3, 10, 12]
     assert concentrated_rows(rows, items, 3, 0.2).tolist() == [10, 12]
     assert concentrated_rows(rows, items, 3, 0.6).tolist() == []
+
+
+# ----------------------------------------------------------------------------- group signal
+def test_lockstep_counts_flag_a_crowd_that_top_rates_the_same_items():
+    """Items 0–3 are top-rated together by 30 of 200 users; the other users top-rate two random
+    items each. Rows of the crowd on items 0–3 have 3 partners each, no other row has ≥ 2; rows
+    below the top rating count 0; moving some crowd rows to 'validation' changes nothing."""
+    from defenses.share_group import lockstep_counts
+    rng = np.random.default_rng(0)
+    n_users, n_items = 200, 50
+    crowd = np.repeat(np.arange(30), 4), np.tile(np.arange(4), 30)
+    rest_u = np.repeat(np.arange(30, n_users), 2)
+    rest_i = rng.integers(4, n_items, len(rest_u))
+    users = torch.as_tensor(np.concatenate([crowd[0], rest_u]))
+    items = torch.as_tensor(np.concatenate([crowd[1], rest_i]))
+    ratings = torch.ones(len(users))
+    ratings[-5:] = 0.6                                       # below the top: never flagged
+    counts = lockstep_counts(users, items, ratings, (users, items, ratings), n_users, n_items)
+    assert counts[:120].tolist() == [3.0] * 120
+    assert (counts[120:] < 2).all() and (counts[-5:] == 0).all()
+    train = torch.arange(len(users)) % 10 != 0               # a tenth "in validation"
+    part = lockstep_counts(users[train], items[train], ratings[train],
+                           (users, items, ratings), n_users, n_items)
+    assert torch.equal(part, counts[train])
+
+
+@pytest.fixture(scope="module")
+def cloned(tmp_path_factory):
+    """Synthetic data, platform split, a 10 % clone attack on 3 unpopular targets."""
+    from tests.conftest import small_tree
+    from utils.config import config_from_dict
+    tree = small_tree(tmp_path_factory.mktemp("share_clone"), attack={"name": ["clone"],
+                      "size": 0.1}, split={"fake_rows": "platform"})
+    ws = Workspace(config_from_dict(tree))
+    cell = Cell("synthetic", 0, "unpopular", "clone", 0.1, 0.4, "share")
+    split = ws.split("synthetic", 0)
+    fake, _ = ws.fake_profiles(cell)
+    return ws, ws.training_data(split, fake, cell), split.n_users, ws.targets("synthetic", 0,
+                                                                              "unpopular")
+
+
+def test_group_signal_distrusts_cloned_fakes_payload_and_lowers_target_hr(cloned):
+    """Under the platform split (some fake rows sit in validation) fake users that clone real
+    profiles and add the targets at the top rating: SHARE's default distrusts their target rows
+    (and almost nothing else), from the first epoch, and the targets' hit ratio falls well
+    below the undefended model's."""
+    ws, data, n_real, targets = cloned
+    fake = data.train.users >= n_real
+    assert (data.val.users >= n_real).any()                 # the platform split
+    payload = fake & np.isin(data.train.items, targets)
+    cfg = ModelConfig(dim=16, epochs=20, batch_size=256, lr=0.01)
+    share = SHARE(SHARE.parse_options({"warmup": 3}), cfg, seed=0)
+    model, info = share.fit(data)
+    distrusted = share.distrusted().rows
+    assert info["scorings"][0]["epoch"] == 1                # screened before any training
+    assert distrusted[payload].mean() >= 0.9
+    assert payload[distrusted].mean() >= 0.8                # precision: the payload itself
+    evaluator = ws.evaluator("synthetic", 0, "unpopular")
+    k = evaluator.k
+    defended = evaluator.evaluate(model).metrics[f"target_hr@{k}"]
+    none = DEFENSES["none"]
+    plain, _ = none(none.parse_options({}), cfg, seed=0).fit(data)
+    undefended = evaluator.evaluate(plain).metrics[f"target_hr@{k}"]
+    assert undefended > 0.05 and defended <= 0.5 * undefended, (defended, undefended)
+
+
+def test_group_signal_leaves_clean_data_almost_whole(planted):
+    """On the clean synthetic data the default eliminates (almost) nothing."""
+    data, n_real = planted
+    clean = data.train.users < n_real
+    real = TrainingData(data.train.subset(clean), data.val, n_real, data.n_items, data.scale,
+                        data.feedback)
+    share = SHARE(SHARE.parse_options({"warmup": 2}), ModelConfig(dim=8, epochs=4), seed=0)
+    share.fit(real)
+    assert share.distrusted().rows.mean() <= 0.002
