@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from .at import AdversarialTraining
 from .base import Defense, TrainingData
+from .degsim import DegSimDetect
 from .none import NoDefense
 from .pamacf import PamaCF
+from .pca_detect import PCADetect
 from .rat import RandomAdversarialTraining
 from .share import SHARE_DEFENSES
 from .tcd import TripleCooperativeDefense
@@ -19,6 +21,8 @@ DEFENSES: dict[str, type[Defense]] = {
     "vat": VAT,
     "tcd": TripleCooperativeDefense,
     **SHARE_DEFENSES,  # share and its ablation variants (share_no_elim, ...)
+    "pca_detect": PCADetect,  # detection baselines (threat-model.md §3)
+    "degsim": DegSimDetect,
 }
 
 __all__ = ["DEFENSES", "Defense", "TrainingData"]
