@@ -14,6 +14,8 @@ are the payload. Options:
   copied rating before it is projected back onto the rating grid (0: exact copies).
 * ``max_items`` — an upper bound on the copied ratings per fake user (0: no bound); the
   configured filler size does not apply, a clone is as long as the profile it copies.
+* ``target_rating`` — the normalized rating the targets get (1: the top of the scale; a lower
+  one, projected onto the grid, probes defenses that only read top ratings).
 
 Source users are drawn without replacement from the visible users (with replacement only when
 there are more fake users than visible ones). Targets that a source user rated are replaced by
@@ -37,6 +39,7 @@ class CloneOptions:
     subsample: float = field(default=1.0, metadata=_range(0, 1, lo_open=True))
     noise: float = field(default=0.0, metadata=_range(0))
     max_items: int = field(default=0, metadata=_range(0))
+    target_rating: float = field(default=1.0, metadata=_range(0, 1, lo_open=True))
 
 
 class CloneAttack(Attack):
@@ -82,7 +85,9 @@ class CloneAttack(Attack):
         target_items = np.tile(ctx.targets, ctx.n_fake)
         users = np.concatenate([users, target_users])
         items = np.concatenate([items, target_items])
-        ratings = np.concatenate([ratings, np.ones(len(target_items))])
+        payload = 1.0 if ctx.feedback == "implicit" else float(
+            ctx.scale.project(np.array(opt.target_rating)))
+        ratings = np.concatenate([ratings, np.full(len(target_items), payload)])
         order = np.lexsort((items, users))
         return Interactions(users[order], items[order], ratings[order])
 
