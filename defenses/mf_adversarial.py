@@ -75,7 +75,8 @@ class EpochLayout:
 @torch.no_grad()
 def adversarial_mf_epoch(trainer, users, items, ratings, row_eps: RowEps,
                          adv_weight: float,
-                         item_weight: torch.Tensor | None = None) -> tuple[float, float]:
+                         item_weight: torch.Tensor | None = None,
+                         item_l2: torch.Tensor | None = None) -> tuple[float, float]:
     """One epoch of MF + squared error + w · (perturbed squared error); returns the epoch's
     clean and perturbed mean squared errors. ``trainer`` supplies the model, config,
     generator and the fused Adam update (``Trainer._adam_step``).
@@ -83,8 +84,10 @@ def adversarial_mf_epoch(trainer, users, items, ratings, row_eps: RowEps,
     ``item_weight`` (per row, optional) scales each row's contribution to the *item* table's
     loss gradient (the L2 term still counts it) while the user side is untouched: SHARE's
     elimination gives the rows it distrusts weight 0 there, so they still personalize their own
-    user but no longer move the items every user shares. ``row_eps`` returning zeros with
-    ``adv_weight`` 0 gives plain training (the same mathematics as ``Trainer.fast_epoch``)."""
+    user but no longer move the items every user shares. ``item_l2`` (per item, optional) adds
+    λ_i ‖q_i‖² per occurrence of item i to the batch loss, beside the per-element L2: SHARE's
+    count-aware item prior. ``row_eps`` returning zeros with ``adv_weight`` 0 and no
+    ``item_l2`` gives plain training (the same mathematics as ``Trainer.fast_epoch``)."""
     model = trainer.model
     P, Q = model.user_emb, model.item_emb
     dim = P.shape[1]
@@ -126,6 +129,8 @@ def adversarial_mf_epoch(trainer, users, items, ratings, row_eps: RowEps,
         row_q.index_add_(0, bi, scale_rows_q * inv_q)
         row_p += l2 * lay.cnt_u[b].to(P.dtype)
         row_q += l2 * lay.cnt_i[b].to(Q.dtype)
+        if item_l2 is not None:
+            row_q += (2.0 / count) * item_l2 * lay.cnt_i[b].to(Q.dtype)
         e_user = torch.sparse_csr_tensor(lay.crow_u[b], bi, resid,
                                          size=(lay.n_users, lay.n_items), check_invariants=False)
         e_item = torch.sparse_csr_tensor(lay.crow_i[b], lay.item_users[lo:hi],
@@ -162,6 +167,7 @@ class HandDerivedAdversarialTrainer(AdversarialTrainer):
     """
 
     item_weight: torch.Tensor | None = None
+    item_l2: torch.Tensor | None = None   # per item, extra L2 per occurrence (SHARE's prior)
 
     def hand_derived(self) -> bool:
         return (type(self.model) is MF and self.feedback == "explicit"
@@ -176,10 +182,10 @@ class HandDerivedAdversarialTrainer(AdversarialTrainer):
             def row_eps(batch_users, sq, err):
                 return self.defense.mf_row_eps(self, batch_users, sq, err)
             loss, _ = adversarial_mf_epoch(self, users, items, ratings, row_eps,
-                                           self.adv_weight, self.item_weight)
-        elif self.item_weight is not None:
+                                           self.adv_weight, self.item_weight, self.item_l2)
+        elif self.item_weight is not None or self.item_l2 is not None:
             loss, _ = adversarial_mf_epoch(self, users, items, ratings, no_perturbation, 0.0,
-                                           self.item_weight)
+                                           self.item_weight, self.item_l2)
         else:
             loss = self.fast_epoch(users, items, ratings)
         self.epoch += 1

@@ -224,6 +224,13 @@ def test_variants_switch_their_part_off_and_info_is_json(planted):
         == "fraction"
     assert (opts["share_v1"].reach_weight, opts["share_v1"].push_weight,
             opts["share_v1"].unanimity_weight) == (0.5, 1.0, 1.0)
+    # Part (d), the item prior: on by default, off in share_no_prior and in the valuation
+    # variants (as when they were defined), inherited by the part ablations.
+    prior = {n: DEFENSES[n].parse_options({}).item_prior
+             for n in (*names, "share_no_prior", "share_group_v1", "share_no_elim")}
+    assert prior == {"share": 200000.0, "share_v1": 0.0, "share_no_support": 0.0,
+                     "share_no_group": 0.0, "share_group_budget": 0.0, "share_spec_value": 0.0,
+                     "share_no_prior": 0.0, "share_group_v1": 0.0, "share_no_elim": 200000.0}
 
 
 def test_training_restarts_from_the_initial_state_at_the_first_scoring(planted):
@@ -402,3 +409,81 @@ def test_group_signal_leaves_clean_data_almost_whole(planted):
     share = SHARE(SHARE.parse_options({"warmup": 2}), ModelConfig(dim=8, epochs=4), seed=0)
     share.fit(real)
     assert share.distrusted().rows.mean() <= 0.002
+
+
+# ----------------------------------------------------------------------------- part (d)
+def test_item_prior_adds_the_count_aware_penalty_to_the_item_gradient():
+    """item_l2 adds exactly (2/B) · c_i · λ_i · q_i to the item gradient (c_i: occurrences in
+    the batch) and nothing to the user side; SHARE's λ_i = λ / n_i^power over trusted rows."""
+    from types import SimpleNamespace
+
+    from defenses.mf_adversarial import adversarial_mf_epoch, no_perturbation
+    users = torch.tensor([0, 1, 2, 0, 1, 3])
+    items = torch.tensor([0, 0, 0, 1, 2, 2])
+    ratings = torch.tensor([1.0, 0.8, 0.6, 0.4, 1.0, 0.2])
+    keep = torch.tensor([True, True, False, True, True, True])
+    lam = SHARE._item_l2(items, keep, 4, 8.0, 2.0)
+    assert torch.allclose(lam, torch.tensor([8.0 / 4, 8.0, 8.0 / 4, 8.0]))  # 2, 1, 2, 0 rows
+
+    def grads(item_l2):
+        model = MF(4, 4, 3, torch.Generator().manual_seed(0))
+        seen = []
+        trainer = SimpleNamespace(model=model, cfg=ModelConfig(dim=3, batch_size=64, reg=0.01),
+                                  generator=torch.Generator().manual_seed(1), device="cpu",
+                                  _adam_step=lambda params, g: seen.append(g))
+        adversarial_mf_epoch(trainer, users, items, ratings, no_perturbation, 0.0,
+                             item_l2=item_l2)
+        return seen[0], model.item_emb.detach()
+
+    (gp0, gq0), Q = grads(None)
+    (gp1, gq1), _ = grads(lam)
+    count = torch.bincount(items, minlength=4).float()
+    assert torch.equal(gp0, gp1)
+    assert torch.allclose(gq1 - gq0, (2.0 / len(users)) * (count * lam).unsqueeze(1) * Q,
+                          atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def thin(planted):
+    """The clean synthetic data plus a target-spreading attack: 3 items rated once each, every
+    one top-rated by 4 fake users that clone a random real profile and carry only that target
+    (no two targets share an account: invisible to the group signal). (data, targets, real
+    users' training rows)."""
+    from data.ratings import Interactions
+    data, n_real = planted
+    real = data.train.users < n_real
+    tr = data.train.subset(real)
+    counts = np.bincount(tr.items, minlength=data.n_items)
+    targets = np.flatnonzero(counts == 1)[:3]
+    rng = np.random.default_rng(0)
+    parts, fid = [tr], n_real
+    for t in targets:
+        for source in rng.choice(n_real, 4, replace=False):
+            mine = tr.subset((tr.users == source) & (tr.items != t))
+            parts.append(Interactions(np.full(len(mine) + 1, fid), np.r_[mine.items, t],
+                                      np.r_[mine.ratings, 1.0]))
+            fid += 1
+    train = Interactions.concat(*parts)
+    return (TrainingData(train, data.val, fid, data.n_items, data.scale, data.feedback),
+            targets, tr)
+
+
+def test_item_prior_keeps_a_thinly_pushed_item_out_of_the_lists(thin):
+    """Spread targets escape the group signal (share_no_prior promotes them as much as plain
+    MF); the item prior (the default) holds their embeddings: they leave the lists."""
+    data, targets, tr = thin
+    cfg = ModelConfig(dim=16, epochs=20, batch_size=256, lr=0.01)
+    n_real = int(tr.users.max()) + 1
+
+    def target_hr(name: str) -> float:
+        defense = DEFENSES[name]
+        model, _ = defense(defense.parse_options({"warmup": 3}), cfg, seed=0).fit(data)
+        with torch.no_grad():
+            scores = model.score_all(torch.arange(n_real)).numpy()
+        scores[tr.users, tr.items] = -np.inf
+        kth = np.sort(scores, 1)[:, -10:-9]
+        return float((scores[:, targets] >= kth).mean())
+
+    without, default = target_hr("share_no_prior"), target_hr("share")
+    assert without > 0.1, without
+    assert default <= 0.25 * without, (default, without)
