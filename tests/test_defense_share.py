@@ -224,13 +224,13 @@ def test_variants_switch_their_part_off_and_info_is_json(planted):
         == "fraction"
     assert (opts["share_v1"].reach_weight, opts["share_v1"].push_weight,
             opts["share_v1"].unanimity_weight) == (0.5, 1.0, 1.0)
-    # Part (d), the item prior: on by default, off in share_no_prior and in the valuation
-    # variants (as when they were defined), inherited by the part ablations.
+    # Part (d), the item prior: off by default (it holds every thinly rated item out of the
+    # lists), on only in share_prior.
     prior = {n: DEFENSES[n].parse_options({}).item_prior
-             for n in (*names, "share_no_prior", "share_group_v1", "share_no_elim")}
-    assert prior == {"share": 200000.0, "share_v1": 0.0, "share_no_support": 0.0,
+             for n in (*names, "share_prior", "share_group_v1", "share_no_elim")}
+    assert prior == {"share": 0.0, "share_v1": 0.0, "share_no_support": 0.0,
                      "share_no_group": 0.0, "share_group_budget": 0.0, "share_spec_value": 0.0,
-                     "share_no_prior": 0.0, "share_group_v1": 0.0, "share_no_elim": 200000.0}
+                     "share_prior": 200000.0, "share_group_v1": 0.0, "share_no_elim": 0.0}
 
 
 def test_training_restarts_from_the_initial_state_at_the_first_scoring(planted):
@@ -469,8 +469,8 @@ def thin(planted):
 
 
 def test_item_prior_keeps_a_thinly_pushed_item_out_of_the_lists(thin):
-    """Spread targets escape the group signal (share_no_prior promotes them as much as plain
-    MF); the item prior (the default) holds their embeddings: they leave the lists."""
+    """Spread targets escape the group signal (the default SHARE promotes them as much as plain
+    MF); the item prior (share_prior) holds their embeddings: they leave the lists."""
     data, targets, tr = thin
     cfg = ModelConfig(dim=16, epochs=20, batch_size=256, lr=0.01)
     n_real = int(tr.users.max()) + 1
@@ -484,6 +484,6 @@ def test_item_prior_keeps_a_thinly_pushed_item_out_of_the_lists(thin):
         kth = np.sort(scores, 1)[:, -10:-9]
         return float((scores[:, targets] >= kth).mean())
 
-    without, default = target_hr("share_no_prior"), target_hr("share")
+    without, prior = target_hr("share"), target_hr("share_prior")
     assert without > 0.1, without
-    assert default <= 0.25 * without, (default, without)
+    assert prior <= 0.25 * without, (prior, without)
