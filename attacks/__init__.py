@@ -2,10 +2,12 @@
 here; ``attack: <name>`` in a config then builds it."""
 from __future__ import annotations
 
+from .adaptive import AdaptiveAttack
 from .aush import AUSHAttack
 from .average import AverageAttack
 from .bandwagon import BandwagonAttack
 from .clone import CloneAttack
+from .coattack import CoAttack, GCoAttack
 from .base import Attack
 from .neural import NeuralAttack
 from .pga import PGAAttack
@@ -29,6 +31,9 @@ ATTACKS: dict[str, type[Attack]] = {
     "file": FileAttack,
     # defense-aware attacks (threat-model.md §2)
     "clone": CloneAttack,
+    "adaptive": AdaptiveAttack,
+    "coattack": CoAttack,
+    "gcoattack": GCoAttack,
 }
 
 __all__ = ["ATTACKS", "Attack", "AttackError", "ThreatContext"]

@@ -1,11 +1,13 @@
 """Generation time of each attack on ML-100K (3% attack size, knowledge cost 0.4, 5 targets),
-beside the issue's target of ≤ 3 minutes per attack on the project's 2-core machine.
+beside the issue's target of ≤ 3 minutes per attack on the project's 2-core machine (≤ 5 minutes
+for the co-training attacks ``coattack`` and ``gcoattack``, which train their surrogate — plain MF,
+resp. TCD's three models — twice per round).
 
 Builds the attacker's threat context exactly as the pipeline does (split, targets, BFS view,
 attack size, filler size) for repeat 0, runs each attack with its default options, and prints
 the seconds, the profile shape and the verdict.
 
-    python benchmarks/bench_attacks.py [--attacks random,average,aush,pga,tna] \\
+    python benchmarks/bench_attacks.py [--attacks random,average,aush,pga,tna,coattack,gcoattack] \\
         [--targets unpopular] [--dataset ml-100k] [--threads 1]
 """
 from __future__ import annotations
@@ -25,6 +27,8 @@ from utils.config import DatasetConfig, ModelConfig
 from utils.seeding import derive_seed, numpy_rng
 
 LIMIT_SECONDS = 180.0
+# Per-attack references where they differ from LIMIT_SECONDS.
+LIMITS = {"coattack": 300.0, "gcoattack": 300.0}
 
 
 def threat_context(dataset: str, kind: str, attack: str, size: float, cost: float,
@@ -47,7 +51,7 @@ def threat_context(dataset: str, kind: str, attack: str, size: float, cost: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attacks", default="random,average,aush,pga,tna")
+    parser.add_argument("--attacks", default="random,average,aush,pga,tna,coattack,gcoattack")
     parser.add_argument("--targets", default="unpopular")
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--size", type=float, default=0.03)
@@ -62,9 +66,10 @@ def main() -> None:
         fake = ATTACKS[name]().generate(ctx)
         seconds = time.perf_counter() - start
         per_profile = len(fake) / max(ctx.n_fake, 1)
+        limit = LIMITS.get(name, LIMIT_SECONDS)
         rows.append((f"{name}: {ctx.n_fake} profiles × {per_profile:.0f} ratings (s)",
-                     f"{seconds:.1f}", f"≤ {LIMIT_SECONDS:.0f} s",
-                     "ok" if seconds <= LIMIT_SECONDS else "too slow"))
+                     f"{seconds:.1f}", f"≤ {limit:.0f} s",
+                     "ok" if seconds <= limit else "too slow"))
     print(f"machine: {machine()}")
     print(f"data: {args.dataset}, {args.targets} targets, size {args.size}, "
           f"knowledge cost {args.cost}, default options")

@@ -7,9 +7,11 @@ from .base import Defense, TrainingData
 
 class NoDefense(Defense):
     name = "none"
+    accepts_epoch_hook = True
 
     def fit(self, data: TrainingData):
         model = self.new_model(data)
         trainer = self.new_trainer(model, data)
-        result = trainer.fit(data.train, data.val)
+        hook = self._after_epoch if self.epoch_hook is not None else None
+        result = trainer.fit(data.train, data.val, epoch_hook=hook)
         return trainer.model, {"best_epoch": result.best_epoch, "best_val": result.best_val}

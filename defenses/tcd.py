@@ -125,6 +125,7 @@ def pseudo_labels(partner_a, partner_b, observed: ObservedCells, n_users: int, n
 class TripleCooperativeDefense(Defense):
     name = "tcd"
     Options = TCDOptions
+    accepts_epoch_hook = True  # called for h0, h1, h2 after each one's epoch (gcoattack)
 
     @classmethod
     def parse_options(cls, data, where: str = "options"):
@@ -173,6 +174,7 @@ class TripleCooperativeDefense(Defense):
                     counted += 1
                 trainers[j].train_epoch(batch)
                 del batch
+                self._after_epoch(models[j], epoch + 1)
             val_loss = trainers[0].validate(data.val)
             # Only epochs trained with pseudo-labels are eligible (the last one always is): a
             # pre-training epoch is plain training of h0 and would be TCD only by name.

@@ -373,9 +373,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, train, val: Interactions, epochs: int | None = None,
-            progress=None, select_from: int = 1) -> FitResult:
+            progress=None, select_from: int = 1, epoch_hook=None) -> FitResult:
         """Train ``epochs`` epochs; restore the epoch with the best validation loss among
-        epochs ``select_from`` (1-based) and later."""
+        epochs ``select_from`` (1-based) and later. ``epoch_hook(model, epoch)``, if given, is
+        called after each training epoch (epoch counted across fits, from 1), before that
+        epoch is validated: a co-training attacker's hook (``Defense.epoch_hook``)."""
         epochs = epochs or self.cfg.epochs
         start = time.perf_counter()
         best_val, best_epoch, best_state = math.inf, 0, None
@@ -383,6 +385,8 @@ class Trainer:
         first = self.epoch + 1  # epochs are counted across fits; select_from is absolute too
         for _ in range(epochs):
             loss = self.train_epoch(self.epoch_data(train))
+            if epoch_hook is not None:
+                epoch_hook(self.model, self.epoch)
             val_loss = self.validate(val)
             history.append({"epoch": self.epoch, "train_loss": loss, "val_loss": val_loss})
             if self.feedback == "implicit":
