@@ -432,6 +432,11 @@ class SHARE(AdversarialDefense):
                                                [round(m, 4) for m in bandit.means()]))
         return model, info
 
+    @classmethod
+    def judges_data(cls) -> bool:
+        """Only variants that eliminate (part a on by default) distrust anything."""
+        return bool(cls.Options().eliminate)
+
     def distrusted(self) -> Distrust | None:
         """The rows eliminated when the returned model's epoch was trained (none without
         part (a))."""
