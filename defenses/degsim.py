@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from data.ratings import Interactions
-from utils.config import ConfigError, _range
+from utils.config import _range
 
 from .base import TrainingData
 from .detection import DetectionDefense, DetectionOptions
@@ -140,14 +140,7 @@ def zscore(x: np.ndarray) -> np.ndarray:
 class DegSimDetect(DetectionDefense):
     name = "degsim"
     Options = DegSimOptions
-
-    @classmethod
-    def parse_options(cls, data, where: str = "options"):
-        opts = super().parse_options(data, where)
-        if opts.combine not in COMBINATIONS:
-            raise ConfigError(f"{where}.combine: '{opts.combine}' is unknown; use one of "
-                              f"{', '.join(COMBINATIONS)}")
-        return opts
+    choices = {"combine": COMBINATIONS}
 
     def user_scores(self, data: TrainingData, observed: Interactions) -> np.ndarray:
         opt = self.options

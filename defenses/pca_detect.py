@@ -42,7 +42,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from data.ratings import Interactions
-from utils.config import ConfigError, _range
+from utils.config import _range
 
 from .base import TrainingData
 from .detection import DetectionDefense, DetectionOptions, user_zscores
@@ -113,14 +113,7 @@ def pca_contributions(obs: Interactions, n_users: int, n_items: int, components:
 class PCADetect(DetectionDefense):
     name = "pca_detect"
     Options = PCADetectOptions
-
-    @classmethod
-    def parse_options(cls, data, where: str = "options"):
-        opts = super().parse_options(data, where)
-        if opts.zscore not in ZSCORES:
-            raise ConfigError(f"{where}.zscore: '{opts.zscore}' is unknown; use one of "
-                              f"{', '.join(ZSCORES)}")
-        return opts
+    choices = {"zscore": ZSCORES}
 
     def user_scores(self, data: TrainingData, observed: Interactions) -> np.ndarray:
         # The least contributing users are the most suspicious.
