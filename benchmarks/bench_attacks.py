@@ -1,7 +1,7 @@
 """Generation time of each attack on ML-100K (3% attack size, knowledge cost 0.4, 5 targets),
-beside the issue's target of ≤ 3 minutes per attack on the project's 2-core machine (≤ 5 minutes
-for the co-training attacks ``coattack`` and ``gcoattack``, which train their surrogate — plain MF,
-resp. TCD's three models — twice per round).
+beside the issue's target of ≤ 3 minutes per attack on the project's 2-core machine (≤ 5
+minutes for the co-training attacks ``coattack`` and ``gcoattack``, which train their surrogate
+— plain MF, resp. TCD's three models — twice per round).
 
 Builds the attacker's threat context exactly as the pipeline does (split, targets, BFS view,
 attack size, filler size) for repeat 0, runs each attack with its default options, and prints

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks import ATTACKS
+from attacks import ATTACKS, AttackError
 from attacks.coattack import AttackLoss, EpochHook, hook_defenses
 from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
                             select_targets)
@@ -154,6 +154,12 @@ def test_implicit_feedback_rates_everything_one(setting):
     fake = generate("coattack", ctx, rounds=1, epochs=4)
     assert np.all(fake.ratings == 1.0)
     assert np.all(np.bincount(fake.users) == len(ctx.targets) + ctx.filler_size)
+
+
+def test_gcoattack_against_tcd_needs_explicit_feedback(setting):
+    ctx = make_context(setting, feedback="implicit", size=0.03)
+    with pytest.raises(AttackError, match="explicit"):
+        generate("gcoattack", ctx, rounds=1, epochs=2)
 
 
 # ----------------------------------------------------------------------------- options
