@@ -4,10 +4,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
+                            select_targets)
+from data import load_dataset, split_ratings
+from data.ratings import Interactions
 from utils.config import config_from_dict
+from utils.seeding import numpy_rng
 
 REPO = Path(__file__).resolve().parents[1]
 _DEFAULT_ROOT = REPO.parent / "shared" / "datasets"
@@ -52,3 +58,33 @@ def require_real_data(*relative: str) -> Path:
         assert path.is_file(), (f"{path} missing: set ROBUSTREC_DATA to a folder with the raw "
                                 "dataset files (CI uses ../shared/datasets)")
     return DATA_ROOT
+
+
+# The attack tests' shared setting: synthetic data with 500 items (a long tail of unpopular
+# items at ~40 ratings per user), its split and 5 unpopular targets.
+@pytest.fixture(scope="module")
+def setting():
+    cfg = config_from_dict({"dataset": {"name": "synthetic", "synthetic": {"n_items": 500}},
+                            "progress": False,
+                            "model": {"epochs": 30, "batch_size": 256, "dim": 32}})
+    data = load_dataset(cfg.dataset, 0)
+    split = split_ratings(data, numpy_rng(0, "split"))
+    targets = select_targets(split, "unpopular", 5, numpy_rng(1, "targets"))
+    return cfg, split, targets
+
+
+def make_context(setting, seed: int = 1, feedback: str = "explicit",
+                 size: float = 0.1) -> ThreatContext:
+    cfg, split, targets = setting
+    seen = split.observed()
+    visible = knowledge_view(seen, split.n_users, targets, 0.4, numpy_rng(seed, "view"))
+    keep = np.zeros(split.n_users, dtype=bool)
+    keep[visible] = True
+    view = seen.subset(keep[seen.users])
+    if feedback == "implicit":
+        view = Interactions(view.users, view.items, np.ones(len(view)))
+    return ThreatContext(view=view, visible_users=visible, n_users=split.n_users,
+                         n_items=split.n_items, scale=split.scale, targets=targets,
+                         n_fake=n_fake_users(split.n_users, size),
+                         filler_size=filler_size_of(view, len(visible), len(targets)),
+                         feedback=feedback, model_cfg=cfg.model, seed=seed)

@@ -9,14 +9,11 @@ import torch
 
 from attacks import ATTACKS, AttackError
 from attacks.fingerprint import fingerprint
-from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
-                            select_targets)
-from data import load_dataset, split_ratings
+from attacks.threat import ThreatContext
 from data.ratings import Interactions, RatingScale
 from defenses import DEFENSES, TrainingData
-from utils.config import config_from_dict
+from tests.conftest import make_context  # the module-scoped `setting` fixture is conftest's
 from utils.metrics import Evaluator
-from utils.seeding import numpy_rng
 
 torch.set_num_threads(1)
 
@@ -24,35 +21,6 @@ torch.set_num_threads(1)
 K = 10
 FAST = {"aush": {"epochs": 30}, "pga": {"iterations": 5, "k": K},
         "tna": {"steps": 15, "top_n": K}}
-
-
-@pytest.fixture(scope="module")
-def setting():
-    # 500 items keep a long tail of unpopular items at ~40 ratings per user.
-    cfg = config_from_dict({"dataset": {"name": "synthetic", "synthetic": {"n_items": 500}},
-                            "progress": False,
-                            "model": {"epochs": 30, "batch_size": 256, "dim": 32}})
-    data = load_dataset(cfg.dataset, 0)
-    split = split_ratings(data, numpy_rng(0, "split"))
-    targets = select_targets(split, "unpopular", 5, numpy_rng(1, "targets"))
-    return cfg, split, targets
-
-
-def make_context(setting, seed: int = 1, feedback: str = "explicit",
-                 size: float = 0.1) -> ThreatContext:
-    cfg, split, targets = setting
-    seen = split.observed()
-    visible = knowledge_view(seen, split.n_users, targets, 0.4, numpy_rng(seed, "view"))
-    keep = np.zeros(split.n_users, dtype=bool)
-    keep[visible] = True
-    view = seen.subset(keep[seen.users])
-    if feedback == "implicit":
-        view = Interactions(view.users, view.items, np.ones(len(view)))
-    return ThreatContext(view=view, visible_users=visible, n_users=split.n_users,
-                         n_items=split.n_items, scale=split.scale, targets=targets,
-                         n_fake=n_fake_users(split.n_users, size),
-                         filler_size=filler_size_of(view, len(visible), len(targets)),
-                         feedback=feedback, model_cfg=cfg.model, seed=seed)
 
 
 def generate(name: str, ctx: ThreatContext) -> Interactions:
