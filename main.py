@@ -45,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     from data import DatasetError
     from models.trainer import NonFiniteLossError
     from utils.pipeline import run_experiment
+    from utils.results_folder import ResultsFolderError
 
     try:
         out = run_experiment(cfg, argv)
-    except (DatasetError, AttackError, NonFiniteLossError) as exc:
+    except ConfigError as exc:  # found once the datasets are known (e.g. K above the items)
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except (DatasetError, AttackError, NonFiniteLossError, ResultsFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     from attacks.threat import AttackError
     from data import DatasetError
     from utils.config import ConfigError, as_list, load_config
-    from utils.pipeline import Cell, Workspace
+    from utils.planning import Cell
+    from utils.workspace import Workspace
 
     try:
         cfg = load_config(args.config, args.overrides + ["progress=false"])

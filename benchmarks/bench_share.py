@@ -28,7 +28,8 @@ class AutogradPamaCF(PamaCF):
 
     trainer_class = AdversarialTrainer
 from utils.config import as_list, load_config
-from utils.pipeline import Cell, Workspace, model_config
+from utils.planning import Cell, model_config
+from utils.workspace import Workspace
 
 
 def main() -> None:

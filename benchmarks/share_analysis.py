@@ -24,7 +24,8 @@ import pandas as pd
 from common import data_root
 from defenses.share import decode_eliminated
 from utils.config import load_config
-from utils.pipeline import Cell, Workspace
+from utils.planning import Cell
+from utils.workspace import Workspace
 
 
 def fmt(values: pd.Series, digits: int = 4) -> str:

@@ -27,7 +27,8 @@ import torch
 from common import data_root, machine
 from utils.config import as_list, load_config
 from utils.metrics import Evaluator
-from utils.pipeline import ORIGIN, Workspace
+from utils.planning import ORIGIN
+from utils.workspace import Workspace
 from utils.seeding import derive_seed
 
 

@@ -30,10 +30,11 @@ import torch
 from common import data_root
 from defenses import DEFENSES
 from defenses.share_group import lockstep_counts
-from defenses.share_valuation import (Pattern, item_proximity, item_support, item_unanimity,
+from defenses.share_valuation import (item_proximity, item_support, item_unanimity,
                                       lowest_rows, ranks01, value_samples)
 from utils.config import as_list, load_config
-from utils.pipeline import Cell, Workspace, model_config
+from utils.planning import Cell, model_config
+from utils.workspace import Workspace
 
 ATTACKS = ["none", "random", "average", "bandwagon", "segment", "aush", "pga", "tna", "clone"]
 

@@ -112,7 +112,7 @@ def test_cli_bad_yaml_file(tmp_path):
 
 def test_by_dataset_layers_apply_to_their_datasets_cells_only():
     from utils.config import for_dataset
-    from utils.pipeline import cell_key, plan_cells
+    from utils.planning import cell_key, plan_cells
     tree = {"dataset": {"name": ["ml-100k", "filmtrust"]}, "attack": {"name": ["random"]},
             "defense": {"name": ["tcd"]},
             "by_dataset": {"filmtrust": {"defense": {"options": {"tcd": {"t_pre": 1}}}}}}

@@ -15,11 +15,12 @@ from defenses import DEFENSES, TrainingData
 from defenses import share as share_module
 from defenses.share import SHARE, SHARETrainer, decode_eliminated, decode_rows, encode_rows
 from defenses.share_reward import RewardComponents, RewardTracker, UCBBandit
-from defenses.share_valuation import (Pattern, item_proximity, lowest_rows, lowest_users_rows,
+from defenses.share_valuation import (item_proximity, lowest_rows, lowest_users_rows,
                                       value_samples)
 from models.mf import MF
 from utils.config import ConfigError, ModelConfig
-from utils.pipeline import Cell, Workspace
+from utils.planning import Cell
+from utils.workspace import Workspace
 
 CFG = ModelConfig(dim=16, epochs=14, batch_size=256, lr=0.01)
 

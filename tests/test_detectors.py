@@ -14,7 +14,8 @@ from defenses.detection import flag_count, top_users, user_zscores
 from defenses.pca_detect import PCADetect, pca_contributions
 from models.trainer import Trainer
 from utils.config import ConfigError, ModelConfig, config_from_dict
-from utils.pipeline import Cell, Workspace
+from utils.planning import Cell
+from utils.workspace import Workspace
 
 CFG = ModelConfig(dim=32, epochs=30, batch_size=256)
 DETECTORS = ["pca_detect", "degsim"]

@@ -22,7 +22,8 @@ from defenses import DEFENSES
 from defenses.none import NoDefense
 from tests.conftest import REPO, small_tree
 from utils.config import ConfigError, config_from_dict
-from utils.pipeline import cell_key, plan_cells, run_experiment
+from utils.pipeline import run_experiment
+from utils.planning import cell_key, plan_cells
 
 
 def numbers(path) -> str:
@@ -166,21 +167,21 @@ def test_non_finite_loss_fails_its_cell_and_the_grid_goes_on(tmp_path, monkeypat
 def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(monkeypatch):
     """Editing one defense reruns its cells only; naming an option at its default value keeps
     the key, another value changes it."""
-    from utils import pipeline
+    from utils import planning
 
     cfg = config_from_dict({"dataset": {"name": "synthetic"},
                             "attack": {"name": ["random"]},
                             "defense": {"name": ["tcd", "share"]}})
     cells = {c.defense: c for c in plan_cells(cfg) if c.attacked}
     origin = next(c for c in plan_cells(cfg) if not c.attacked)
-    assert "defenses/tcd.py" in pipeline.module_sources("defenses.tcd")
-    assert "models/trainer.py" in pipeline.module_sources("defenses.tcd")
-    assert "defenses/share.py" not in pipeline.module_sources("defenses.tcd")
-    assert "defenses/share_valuation.py" in pipeline.module_sources("defenses.share")
+    assert "defenses/tcd.py" in planning.module_sources("defenses.tcd")
+    assert "models/trainer.py" in planning.module_sources("defenses.tcd")
+    assert "defenses/share.py" not in planning.module_sources("defenses.tcd")
+    assert "defenses/share_valuation.py" in planning.module_sources("defenses.share")
     before = {d: cell_key(cfg, c) for d, c in cells.items()}
     origin_key = cell_key(cfg, origin)
 
-    real = pipeline.source_fingerprint
+    real = planning.source_fingerprint
 
     def edited(path):
         """source_fingerprint as if ``path`` had been edited (a folder part covers its files)."""
@@ -189,16 +190,16 @@ def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(mon
             return real(*parts) + ("-edited" if touched else "")
         return fingerprint
 
-    monkeypatch.setattr(pipeline, "source_fingerprint", edited("defenses/share.py"))
+    monkeypatch.setattr(planning, "source_fingerprint", edited("defenses/share.py"))
     after = {d: cell_key(cfg, c) for d, c in cells.items()}
     assert after["tcd"] == before["tcd"] and after["none"] == before["none"]
     assert after["share"] != before["share"]
 
     # An attack edit reruns its cells, not the clean-data ones.
-    monkeypatch.setattr(pipeline, "source_fingerprint", edited("attacks/random_attack.py"))
+    monkeypatch.setattr(planning, "source_fingerprint", edited("attacks/random_attack.py"))
     assert cell_key(cfg, origin) == origin_key
     assert cell_key(cfg, cells["tcd"]) != before["tcd"]
-    monkeypatch.setattr(pipeline, "source_fingerprint", real)
+    monkeypatch.setattr(planning, "source_fingerprint", real)
 
     explicit = config_from_dict({"dataset": {"name": "synthetic"}, "attack": {"name": ["random"]},
                                  "defense": {"name": ["tcd", "share"],
@@ -212,13 +213,13 @@ def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(mon
 
 def test_cached_profiles_are_keyed_by_their_attacks_own_sources(monkeypatch):
     """Editing one attack invalidates its cached profiles only."""
-    from utils import pipeline
+    from utils import planning
 
-    real = pipeline.source_fingerprint
-    before = {a: pipeline.attack_sources_digest(a) for a in ("random", "aush", "neural")}
-    monkeypatch.setattr(pipeline, "source_fingerprint",
+    real = planning.source_fingerprint
+    before = {a: planning.attack_sources_digest(a) for a in ("random", "aush", "neural")}
+    monkeypatch.setattr(planning, "source_fingerprint",
                         lambda *parts: real(*parts) + ("-edited" if "attacks/aush.py" in parts
                                                        else ""))
-    after = {a: pipeline.attack_sources_digest(a) for a in ("random", "aush", "neural")}
+    after = {a: planning.attack_sources_digest(a) for a in ("random", "aush", "neural")}
     assert after["random"] == before["random"] and after["neural"] == before["neural"]
     assert after["aush"] != before["aush"]

@@ -13,7 +13,8 @@ from tests.conftest import small_tree
 from utils import reporting
 from utils.config import ConfigError, config_from_dict
 from utils.metrics import detection_metrics
-from utils.pipeline import Workspace, plan_cells, run_cell
+from utils.planning import plan_cells
+from utils.workspace import Workspace, run_cell
 
 VAL = 0.1
 

@@ -1,5 +1,5 @@
 """Where a grid's tasks run: in this process, in a local process pool, or on a Ray cluster
-(experiments.md §4). Every executor calls the same :func:`utils.pipeline.execute` and hands the
+(experiments.md §4). Every executor calls the same :func:`utils.execution.execute` and hands the
 outcome back to the driver, which alone writes result files, so the files and numbers are the
 same whichever executor ran the cells.
 
@@ -47,9 +47,9 @@ class InlineExecutor:
     """Runs each task in this process when the driver waits for it."""
 
     def __init__(self, cfg: ExperimentConfig, token: str) -> None:
-        from utils import pipeline
+        from utils import execution
         self.cfg, self.token, self.queue = cfg, token, []
-        pipeline.configure_process(bars=True, position=None)
+        execution.configure_process(bars=True, position=None)
 
     def __enter__(self):
         return self
@@ -58,9 +58,9 @@ class InlineExecutor:
         self.close()
 
     def close(self) -> None:
-        from utils import pipeline
+        from utils import execution
         self.queue.clear()
-        pipeline.release_workspace()  # the memo (models, splits) is not kept past the run
+        execution.release_workspace()  # the memo (models, splits) is not kept past the run
 
     def has_capacity(self) -> bool:
         return not self.queue
@@ -69,7 +69,7 @@ class InlineExecutor:
         self.queue.append(task)
 
     def wait(self) -> list:
-        from utils.pipeline import execute
+        from utils.execution import execute
         task = self.queue.pop(0)
         return [(task, execute(self.cfg, task, self.token))]
 
@@ -129,11 +129,11 @@ def _worker_main(slot: int, conn, cfg: ExperimentConfig, token: str, lock, paren
     import torch
     from tqdm.auto import tqdm
 
-    from utils import pipeline
+    from utils import execution
 
     torch.set_num_threads(cfg.threads)
     tqdm.set_lock(lock)
-    pipeline.configure_process(bars=cfg.progress, position=1 + 2 * slot)
+    execution.configure_process(bars=cfg.progress, position=1 + 2 * slot)
     while True:
         try:
             task = conn.recv()
@@ -141,7 +141,7 @@ def _worker_main(slot: int, conn, cfg: ExperimentConfig, token: str, lock, paren
             return
         if task is None:
             return
-        outcome = pipeline.execute_guarded(cfg, task, token)
+        outcome = execution.execute_guarded(cfg, task, token)
         try:
             conn.send(outcome)
         except (BrokenPipeError, OSError):
@@ -245,9 +245,9 @@ class ProcessPool:
 # ----------------------------------------------------------------------------- Ray
 
 def _ray_task(cfg: ExperimentConfig, task, token: str) -> dict:
-    from utils import pipeline
-    pipeline.configure_process(bars=False)
-    return pipeline.execute_guarded(cfg, task, token)
+    from utils import execution
+    execution.configure_process(bars=False)
+    return execution.execute_guarded(cfg, task, token)
 
 
 class RayExecutor:

@@ -1,0 +1,283 @@
+"""The grid and its keys: which cells a config holds (``plan_cells``), the content key of
+each cell (``cell_key``: everything that determines its numbers, the sources included) and the
+task graph that runs them (``plan_tasks``: a cell needs its split's Origin model and its attack
+setting's fake profiles).
+
+A *cell* is one (dataset, model, repeat, target kind, attack, attack size, knowledge cost, swept
+attack options, defense, swept defense options) combination. ``plan_cells`` crosses every
+list-valued coordinate of the config and adds, once per (dataset, model, seed, target kind), the
+clean "Origin" cell and, per attack setting, the undefended cell, so RI can always be computed.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import hashlib
+import itertools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from attacks import ATTACKS
+from defenses import DEFENSES
+from utils.config import (ExperimentConfig, ModelConfig, as_list, for_dataset, option_sweeps,
+                          to_dict)
+from utils.seeding import content_key
+
+ORIGIN = "none"       # attack name of the clean data
+UNDEFENDED = "none"   # defense name of plain training
+REPO = Path(__file__).resolve().parents[1]
+
+# ----------------------------------------------------------------------------- the grid
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    repeat: int
+    target_kind: str
+    attack: str
+    attack_size: float
+    knowledge_cost: float
+    defense: str
+    model: str = "mf"
+    attack_params: tuple = ()    # swept attack options: sorted ((option, value), ...)
+    defense_params: tuple = ()   # swept defense options
+
+    @property
+    def is_origin(self) -> bool:
+        return self.attack == ORIGIN and self.defense == UNDEFENDED
+
+    @property
+    def attacked(self) -> bool:
+        return self.attack != ORIGIN
+
+    def label(self) -> str:
+        attack = "clean" if not self.attacked else (
+            f"{self.attack}{params_text(self.attack_params, ' ')}"
+            f"({self.attack_size:g},c={self.knowledge_cost:g})")
+        return (f"{self.dataset}/{self.model} r{self.repeat} {self.target_kind} {attack} "
+                f"{self.defense}{params_text(self.defense_params, ' ')}")
+
+
+def params_text(params: tuple, prefix: str = "") -> str:
+    """Swept options as ``key=value,key=value`` (the runs.csv column and table labels)."""
+    if not params:
+        return ""
+    return prefix + ",".join(f"{k}={v}" for k, v in params)
+
+
+def _unique(values: list) -> list:
+    return list(dict.fromkeys(values))
+
+
+def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
+    """Every cell of the config. Per (dataset, model, repeat, target kind): the Origin cell
+    first; with ``attack: none`` listed, every defense on the clean data; then per attack
+    setting the undefended cell followed by each defense (and each swept option value)."""
+    names = _unique(as_list(cfg.attack.name))
+    clean_defended = ORIGIN in names
+    attacks = [a for a in names if a != ORIGIN]
+    defenses = _unique([UNDEFENDED] + as_list(cfg.defense.name))
+    cells = []
+    for dataset, model, rep, kind in itertools.product(
+            _unique(as_list(cfg.dataset.name)), _unique(as_list(cfg.model.name)),
+            range(cfg.repeats), _unique(as_list(cfg.targets.kind))):
+        dcfg = for_dataset(cfg, dataset)
+        attack_sweeps = {a: option_sweeps(ATTACKS[a].Options, dcfg.attack.options.get(a),
+                                          f"attack.options.{a}") for a in attacks}
+        defense_sweeps = {d: option_sweeps(DEFENSES[d].Options, dcfg.defense.options.get(d),
+                                           f"defense.options.{d}") for d in defenses}
+        cells.append(Cell(dataset, rep, kind, ORIGIN, 0.0, 0.0, UNDEFENDED, model))
+        if clean_defended:
+            cells += [Cell(dataset, rep, kind, ORIGIN, 0.0, 0.0, d, model, (), dp)
+                      for d in defenses[1:] for dp in defense_sweeps[d]]
+        for attack, size, cost in itertools.product(
+                attacks, _unique(as_list(cfg.attack.size)),
+                _unique(as_list(cfg.attack.knowledge_cost))):
+            for ap in attack_sweeps[attack]:
+                cells += [Cell(dataset, rep, kind, attack, float(size), float(cost), d, model,
+                               ap, dp) for d in defenses for dp in defense_sweeps[d]]
+    return cells
+
+
+def model_config(cfg: ExperimentConfig, name: str) -> ModelConfig:
+    return dataclasses.replace(cfg.model, name=name)
+
+
+def component_options(cfg: ExperimentConfig, kind: str, name: str, params: tuple):
+    """The parsed options of attack or defense ``name`` with the cell's swept values."""
+    section, registry = (cfg.attack, ATTACKS) if kind == "attack" else (cfg.defense, DEFENSES)
+    raw = section.options.get(name)
+    if params:
+        raw = {**(raw or {}), **dict(params)}
+    return registry[name].parse_options(raw, f"{kind}.options.{name}")
+
+
+def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
+    """Content key of everything that determines a cell's numbers (and nothing else: where the
+    files live, the execution settings and the other grid coordinates do not change it, so a
+    grid can be extended and still reuse its finished cells). The sources that compute a cell's
+    numbers are part of the key — only the cell's own attack and defense and what they import,
+    so editing one algorithm reruns its cells and no others. Options are keyed by the values
+    that differ from their defaults (the defaults are in the sources), so a new option whose
+    default keeps the old behaviour does not rerun anything. The config is the cell's
+    dataset's (``by_dataset`` applied)."""
+    cfg = for_dataset(cfg, cell.dataset)
+    c = to_dict(cfg)
+    dataset = {k: v for k, v in c["dataset"].items() if k not in ("name", "root", "cache_dir")}
+    targets = {k: v for k, v in c["targets"].items() if k != "kind"}
+    attack_options = (component_options(cfg, "attack", cell.attack, cell.attack_params)
+                      if cell.attacked else None)
+    attack = ((non_default(attack_options), poison_file_digest(attack_options))
+              if cell.attacked else None)
+    defense = non_default(component_options(cfg, "defense", cell.defense, cell.defense_params))
+    sources = cell_sources_digest(cell.attack if cell.attacked else None, cell.defense)
+    # One training (the default) keeps the keys of cells computed before ``retrains`` existed.
+    evaluation = {k: v for k, v in c["evaluation"].items()
+                  if not (k == "retrains" and v == 1)}
+    # Options added later are keyed only away from their defaults (earlier cells keep keys).
+    split_cfg = {k: v for k, v in c["split"].items()
+                 if not (k == "fake_rows" and v == "train")}
+    return content_key(asdict(cell), cfg.seed, dataset, split_cfg, targets,
+                       asdict(model_config(cfg, cell.model)), evaluation,
+                       c["attack"]["filler_size"], attack, defense, sources)
+
+
+def non_default(options) -> dict:
+    """The fields of an options dataclass whose values differ from their defaults."""
+    out = {}
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            out[f.name] = value
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def source_fingerprint(*parts: str) -> str:
+    """Digest of the package sources that compute a cached artefact, so an edited algorithm
+    never reuses stale cache entries."""
+    digest = hashlib.sha256()
+    for part in parts:
+        path = REPO / part
+        for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# Sources every cell depends on: datasets and splits, models and trainer, target selection and
+# the knowledge view, the evaluator and the seeds. The pipeline's bookkeeping and the reports
+# are left out, so an edit there keeps finished cells; an edit to how the pipeline combines the
+# stages needs a new experiment name.
+COMMON_SOURCES = ("data", "models", "attacks/threat.py", "utils/metrics.py", "utils/seeding.py")
+# Package folders whose modules can change a cell's numbers (utils: only the two above).
+_NUMERIC_PACKAGES = ("data", "models", "attacks", "defenses")
+
+
+@functools.lru_cache(maxsize=None)
+def module_sources(module: str) -> tuple[str, ...]:
+    """Repo-relative files of ``module`` and of every numeric package module it imports,
+    transitively (imports inside functions included), found by parsing the sources."""
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    parts = parts[:len(parts) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                todo.append(base)
+                todo += [f"{base}.{a.name}" for a in node.names]
+    return tuple(sorted(str(p.relative_to(REPO)) for p in seen.values()))
+
+
+def _module_file(name: str) -> Path | None:
+    if name.split(".")[0] not in _NUMERIC_PACKAGES:
+        return None
+    base = REPO.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def attack_sources_digest(attack: str) -> str:
+    """Digest of the sources an attack's fake profiles depend on (cached profiles' key)."""
+    return cell_sources_digest(attack, None)
+
+
+def cell_sources_digest(attack: str | None, defense: str | None) -> str:
+    """Digest of the sources a cell's numbers depend on: the common ones plus the modules of its
+    attack (None: a clean-data cell) and of its defense (None: no training involved), with what
+    they import."""
+    parts = set(COMMON_SOURCES)
+    for name, registry in ((attack, ATTACKS), (defense, DEFENSES)):
+        if name is not None:
+            parts.update(module_sources(registry[name].__module__))
+    return source_fingerprint(*sorted(parts))
+
+
+def poison_file_digest(options) -> str | None:
+    """SHA-256 of the poison file an ``attack: file`` cell reads (None for other attacks), so
+    profiles cached from a file are never reused after the file changes."""
+    path = getattr(options, "path", None)
+    if not isinstance(path, str) or not path or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+
+# ----------------------------------------------------------------------------- tasks
+
+@dataclass(frozen=True)
+class Task:
+    kind: str   # "origin" (the clean model of a split), "profiles" (an attack setting), "cell"
+    key: str
+    cell: Cell
+
+    def label(self) -> str:
+        return self.cell.label() if self.kind == "cell" else f"{self.kind}: {self.cell.label()}"
+
+
+def plan_tasks(cells: list[Cell], keys: dict[Cell, str]) -> tuple[list[Task], dict]:
+    """The cells to run and their prerequisites; ``deps[task.key]`` = prerequisite keys."""
+    tasks: dict[str, Task] = {}
+    deps: dict[str, set[str]] = {}
+    for cell in cells:
+        origin_cell = Cell(cell.dataset, cell.repeat, cell.target_kind, ORIGIN, 0.0, 0.0,
+                           UNDEFENDED, cell.model)
+        need = [Task("origin", f"origin/{cell.dataset}/{cell.model}/{cell.repeat}", origin_cell)]
+        if cell.attacked:
+            setting = dataclasses.replace(cell, defense=UNDEFENDED, defense_params=())
+            need.append(Task("profiles", "profiles/" + content_key(asdict(setting)), setting))
+        for task in need:
+            tasks.setdefault(task.key, task)
+            deps.setdefault(task.key, set())
+        task = Task("cell", keys[cell], cell)
+        tasks[task.key] = task
+        deps[task.key] = {t.key for t in need}
+    return list(tasks.values()), deps
+

@@ -1,0 +1,353 @@
+"""What the cells of a grid share and how one cell is computed.
+
+:class:`Workspace` is a per-process memo of datasets, splits, targets, evaluators and Origin
+models (the models and the fake profiles also live in the content-keyed disk cache,
+``dataset.cache_dir``, so other processes reuse them). :func:`run_cell` computes one cell:
+dataset → split → targets → attack → poisoned training data → defense trains a model →
+evaluator → one result row. Every cell of a repeat shares the split, the targets, the fake
+profiles of its attack setting and the Origin model, so defenses are compared on identical
+inputs. The global RNGs are reseeded per stage, so a cell's numbers never depend on what ran
+before it in the same process.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from attacks import ATTACKS
+from attacks.poison_file import export_poison
+from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
+                            select_targets)
+from data import load_dataset, split_ratings
+from data.split import split_fake_rows
+from data.ratings import Interactions, RatingData, Split
+from defenses import DEFENSES, TrainingData
+from models import build_model
+from models.trainer import resolve_device
+from utils.atomic import atomic_write, load_npz
+from utils.config import ExperimentConfig
+from utils.metrics import Evaluator, detection_metrics, prediction_shift, rank_shift
+from utils.planning import (ORIGIN, UNDEFENDED, Cell, attack_sources_digest,
+                            cell_sources_digest, component_options, model_config, non_default,
+                            params_text, poison_file_digest)
+from utils.seeding import content_key, derive_seed, numpy_rng, torch_generator
+
+
+def seed_globals(seed: int) -> None:
+    """Reseed the global RNGs before each stage: a component that (wrongly) draws from them
+    still gets the same numbers whatever ran before in the process."""
+    seed = seed % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- workspace
+
+class Workspace:
+    """Per-process memo of what cells share: datasets, splits, targets, evaluators and the
+    Origin models (also kept in the disk cache, so other processes reuse them)."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.cache = Path(cfg.dataset.cache_dir)
+        self._data: dict = {}
+        self._splits: dict = {}
+        self._targets: dict = {}
+        self._evaluators: dict = {}
+        self._origin_model: dict = {}
+        self._origin_eval: dict = {}
+
+    def repeat_seed(self, repeat: int) -> int:
+        return derive_seed(self.cfg.seed, "repeat", repeat)
+
+    def data(self, name: str) -> RatingData:
+        if name not in self._data:
+            self._data[name] = load_dataset(self.cfg.dataset, self.cfg.seed, name)
+        return self._data[name]
+
+    def split(self, name: str, repeat: int) -> Split:
+        key = (name, repeat)
+        if key not in self._splits:
+            s = self.cfg.split
+            self._splits[key] = split_ratings(
+                self.data(name), numpy_rng(self.repeat_seed(repeat), "split", name),
+                s.positive_threshold, s.val_fraction, self.cfg.dataset.feedback)
+        return self._splits[key]
+
+    def targets(self, name: str, repeat: int, kind: str) -> np.ndarray:
+        key = (name, repeat, kind)
+        if key not in self._targets:
+            t = self.cfg.targets
+            self._targets[key] = select_targets(
+                self.split(name, repeat), kind, t.count,
+                numpy_rng(self.repeat_seed(repeat), "targets", name, kind), t.items,
+                t.unpopular_below)
+        return self._targets[key]
+
+    def evaluator(self, name: str, repeat: int, kind: str) -> Evaluator:
+        key = (name, repeat, kind)
+        if key not in self._evaluators:
+            ev = self.cfg.evaluation
+            self._evaluators[key] = Evaluator(self.split(name, repeat),
+                                              self.targets(name, repeat, kind), ev.k,
+                                              ev.batch_users, self.device)
+        return self._evaluators[key]
+
+    def training_data(self, split: Split, fake: Interactions | None,
+                      cell: Cell | None = None) -> TrainingData:
+        """The data a defense sees: the real users' split plus the fake rows, appended after
+        the real users. ``split.fake_rows: train`` puts every fake row in training;
+        ``platform`` splits each fake user's rows like a real user's, by a draw fixed per
+        attack setting (every defense of a cell sees the same rows)."""
+        train, val, n_users = split.train, split.val, split.n_users
+        if fake is not None and len(fake):
+            shifted = Interactions(fake.users + split.n_users, fake.items, fake.ratings)
+            if self.cfg.split.fake_rows == "platform":
+                rng = numpy_rng(self.repeat_seed(cell.repeat), "fake-rows", cell.dataset,
+                                cell.target_kind, cell.attack, cell.attack_size,
+                                cell.knowledge_cost, cell.attack_params)
+                fake_train, fake_val = split_fake_rows(shifted, rng, self.cfg.split.val_fraction)
+                train = Interactions.concat(train, fake_train)
+                val = Interactions.concat(val, fake_val)
+            else:
+                train = Interactions.concat(train, shifted)
+            n_users = split.n_users + int(fake.users.max()) + 1
+        return TrainingData(train, val, n_users, split.n_items, split.scale, split.feedback)
+
+    def train(self, defense: str, params: tuple, model: str, data: TrainingData, seed: int):
+        options = component_options(self.cfg, "defense", defense, params)
+        impl = DEFENSES[defense](options, model_config(self.cfg, model), self.device, seed,
+                                 self.cfg.progress)
+        seed_globals(derive_seed(seed, "globals"))
+        model, info = impl.fit(data)
+        return model, info, impl
+
+    def origin_seed(self, name: str, repeat: int) -> int:
+        return derive_seed(self.repeat_seed(repeat), "train", name, ORIGIN, UNDEFENDED)
+
+    def origin_model(self, name: str, model: str, repeat: int) -> tuple:
+        """The clean model of a split: memo, else the disk cache, else trained and cached.
+        Returns ``(model, info, seconds it took to train)``."""
+        key = (name, model, repeat)
+        if key in self._origin_model:
+            return self._origin_model[key]
+        split = self.split(name, repeat)
+        mcfg = model_config(self.cfg, model)
+        seed = self.origin_seed(name, repeat)
+        data = self.training_data(split, None)
+        ckey = content_key("origin", split.train.users, split.train.items, split.train.ratings,
+                           split.val.users, split.val.items, split.val.ratings, split.n_users,
+                           split.n_items, repr(split.scale), split.feedback, asdict(mcfg), seed,
+                           cell_sources_digest(None, UNDEFENDED))
+        path = self.cache / "models" / f"origin-{model}-{ckey}.npz"
+        cached = load_npz(path)
+        net = None
+        if cached is not None and {"__info__", "__seconds__"} <= set(cached):
+            net = build_model(mcfg, data.n_users, data.n_items, torch_generator(seed, "skeleton"),
+                              data.feedback)
+            state = {k: torch.from_numpy(v) for k, v in cached.items() if not k.startswith("__")}
+            try:
+                net.load_state_dict(state)
+                net.to(self.device)
+                info = json.loads(str(cached["__info__"]))
+                seconds = float(cached["__seconds__"])
+            except (RuntimeError, ValueError):
+                net = None  # a damaged or foreign entry is retrained, never trusted
+        if net is None:
+            start = time.perf_counter()
+            net, info, _ = self.train(UNDEFENDED, (), model, data, seed)
+            seconds = time.perf_counter() - start
+            arrays = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+            arrays["__info__"] = np.array(json.dumps(info, sort_keys=True, default=jsonable))
+            arrays["__seconds__"] = np.array(seconds)
+            save_npz(path, arrays)
+        self._origin_model[key] = (net, info, seconds)
+        return self._origin_model[key]
+
+    def origin(self, name: str, model: str, repeat: int, kind: str) -> tuple:
+        """The Origin model's evaluation on one target set, its info and training seconds."""
+        net, info, seconds = self.origin_model(name, model, repeat)
+        key = (name, model, repeat, kind)
+        if key not in self._origin_eval:
+            self._origin_eval[key] = self.evaluator(name, repeat, kind).evaluate(net)
+        return self._origin_eval[key], info, seconds
+
+    def fake_profiles(self, cell: Cell) -> tuple[Interactions, dict]:
+        """Generate (or load from the cache) the fake profiles of a cell's attack setting;
+        ``info["seconds"]`` is the time their generation took."""
+        cfg = self.cfg
+        split = self.split(cell.dataset, cell.repeat)
+        targets = self.targets(cell.dataset, cell.repeat, cell.target_kind)
+        seed = derive_seed(self.repeat_seed(cell.repeat), "attack", cell.dataset,
+                           cell.target_kind, cell.attack, cell.attack_size, cell.knowledge_cost)
+        seen = split.observed()
+        visible = knowledge_view(seen, split.n_users, targets, cell.knowledge_cost,
+                                 numpy_rng(seed, "view"))
+        keep = np.zeros(split.n_users, dtype=bool)
+        keep[visible] = True
+        view = seen.subset(keep[seen.users])
+        n_fake = n_fake_users(split.n_users, cell.attack_size)
+        filler = cfg.attack.filler_size or filler_size_of(view, len(visible), len(targets))
+        options = component_options(cfg, "attack", cell.attack, cell.attack_params)
+        mcfg = model_config(cfg, cell.model)
+        info = {"n_fake": n_fake, "filler_size": filler, "visible_users": len(visible)}
+        key = content_key("profiles", cell.dataset, split.n_users, split.n_items, seen.users,
+                          seen.items, seen.ratings, targets, cell.attack, non_default(options),
+                          n_fake, filler, cell.knowledge_cost, seed, cfg.dataset.feedback,
+                          asdict(mcfg), attack_sources_digest(cell.attack),
+                          poison_file_digest(options))
+        path = self.cache / "profiles" / f"{cell.attack}-{key}.npz"
+        cached = load_npz(path)
+        if cached is not None and {"users", "items", "ratings"} <= set(cached):
+            info["cached"] = True
+            info["seconds"] = float(cached["seconds"]) if "seconds" in cached else 0.0
+            return Interactions(cached["users"], cached["items"], cached["ratings"]), info
+        ctx = ThreatContext(view=view, visible_users=visible, n_users=split.n_users,
+                            n_items=split.n_items, scale=split.scale, targets=targets,
+                            n_fake=n_fake, filler_size=filler, feedback=cfg.dataset.feedback,
+                            model_cfg=mcfg, device=str(self.device), seed=seed,
+                            progress=cfg.progress,
+                            extra={"raw_item_ids": self.data(cell.dataset).raw_item_ids})
+        start = time.perf_counter()
+        seed_globals(derive_seed(seed, "globals"))
+        fake = ATTACKS[cell.attack](options).generate(ctx)
+        info["seconds"] = time.perf_counter() - start
+        save_npz(path, {"users": fake.users, "items": fake.items, "ratings": fake.ratings,
+                         "seconds": np.array(info["seconds"])})
+        info["cached"] = False
+        return fake, info
+
+    def export_profiles(self, cell: Cell, fake: Interactions) -> None:
+        """Write a cell's fake profiles to ``results/<experiment>/poison/`` in the formats of
+        ``attack.export`` (one file stem per attack setting and repeat)."""
+        formats = self.cfg.attack.export
+        if not formats:
+            return
+        split = self.split(cell.dataset, cell.repeat)
+        stem = "_".join([cell.dataset, cell.model, f"r{cell.repeat}", cell.target_kind,
+                         cell.attack, f"size{cell.attack_size:g}", f"kc{cell.knowledge_cost:g}"]
+                        + [f"{k}{v}" for k, v in sorted(dict(cell.attack_params).items())])
+        export_poison(fake, Path(self.cfg.results_dir) / self.cfg.experiment / "poison", stem,
+                      self.data(cell.dataset).raw_item_ids, split.scale, split.n_items, formats)
+
+
+def jsonable(value):
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def save_npz(path: Path, arrays: dict, compressed: bool = False) -> None:
+    save = np.savez_compressed if compressed else np.savez
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.savez would append ".npz" to a name
+            save(handle, **arrays)
+
+    atomic_write(path, write)
+
+
+# ----------------------------------------------------------------------------- one cell
+
+Stage = Callable[[str], None]
+
+
+def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
+             ) -> tuple[dict, dict[str, np.ndarray]]:
+    """Compute one cell: its result row and its arrays (the per-user rank shifts of the
+    targets, rank before − rank after the attack, over eligible (user, target) pairs)."""
+    stage = stage or (lambda name: None)
+    cfg = ws.cfg
+    split = ws.split(cell.dataset, cell.repeat)
+    targets = ws.targets(cell.dataset, cell.repeat, cell.target_kind)
+    stage("origin")
+    origin_eval, origin_info, origin_seconds = ws.origin(cell.dataset, cell.model, cell.repeat,
+                                                         cell.target_kind)
+    row = {
+        "experiment": cfg.experiment, "dataset": cell.dataset, "model": cell.model,
+        "feedback": cfg.dataset.feedback, "target_kind": cell.target_kind,
+        "targets": " ".join(str(t) for t in targets), "attack": cell.attack,
+        "attack_size": cell.attack_size, "knowledge_cost": cell.knowledge_cost,
+        "attack_params": params_text(cell.attack_params), "defense": cell.defense,
+        "defense_params": params_text(cell.defense_params), "repeat": cell.repeat,
+        "seed": ws.repeat_seed(cell.repeat), "n_fake": 0, "filler_size": 0,
+    }
+    timings = {"seconds_attack": 0.0, "seconds_train": 0.0, "seconds_eval": 0.0}
+    arrays: dict[str, np.ndarray] = {}
+    detections: list[dict] = []   # per training of a defense that distrusts rows or users
+    evaluator = ws.evaluator(cell.dataset, cell.repeat, cell.target_kind)
+    if cell.is_origin:
+        result, info = origin_eval, dict(origin_info)
+        timings["seconds_train"] = origin_seconds
+        seed = ws.origin_seed(cell.dataset, cell.repeat)
+        data = ws.training_data(split, None)
+    else:
+        fake = None
+        if cell.attacked:
+            stage("attack")
+            fake, attack_info = ws.fake_profiles(cell)
+            timings["seconds_attack"] = attack_info["seconds"]
+            row.update(n_fake=attack_info["n_fake"], filler_size=attack_info["filler_size"])
+        stage("train")
+        start = time.perf_counter()
+        seed = derive_seed(ws.repeat_seed(cell.repeat), "train", cell.dataset, cell.target_kind,
+                           cell.attack, cell.attack_size, cell.knowledge_cost, cell.defense)
+        data = ws.training_data(split, fake, cell)
+        model, info, defense = ws.train(cell.defense, cell.defense_params, cell.model, data,
+                                        seed)
+        timings["seconds_train"] = time.perf_counter() - start
+        stage("evaluate")
+        start = time.perf_counter()
+        result = evaluator.evaluate(model)
+        detections.append(_detection(defense, data, split.n_users, targets))
+        timings["seconds_eval"] = time.perf_counter() - start
+        arrays["rank_shift"] = rank_shift(result, origin_eval).astype(np.int32)
+    results = [result]
+    for r in range(1, cfg.evaluation.retrains):
+        # The same data, a new initialization and batch order per retraining.
+        stage("retrain")
+        start = time.perf_counter()
+        again, _, defense = ws.train(cell.defense, cell.defense_params, cell.model, data,
+                                     derive_seed(seed, "retrain", r))
+        timings["seconds_train"] += time.perf_counter() - start
+        start = time.perf_counter()
+        results.append(evaluator.evaluate(again))
+        detections.append(_detection(defense, data, split.n_users, targets))
+        timings["seconds_eval"] += time.perf_counter() - start
+    row.update({name: float(np.mean([res.metrics[name] for res in results]))
+                for name in result.metrics})
+    detections = [d for d in detections if d]
+    if detections:
+        row.update({name: float(np.mean([d[name] for d in detections]))
+                    for name in detections[0]})
+    row["prediction_shift"] = float(np.mean(
+        [prediction_shift(res, origin_eval, split.scale.max_rating) for res in results]))
+    if len(results) > 1:
+        k = cfg.evaluation.k
+        row["retrains"] = len(results)
+        row[f"target_hr@{k}_per_retrain"] = " ".join(
+            f"{res.metrics[f'target_hr@{k}']:.6g}" for res in results)
+    row["best_epoch"] = info.get("best_epoch")
+    row["defense_info"] = json.dumps({k: v for k, v in info.items() if k != "best_epoch"},
+                                     sort_keys=True, default=jsonable)
+    row.update(timings)
+    return row, arrays
+
+
+def _detection(defense, data: TrainingData, n_real_users: int, targets: np.ndarray) -> dict:
+    """Precision, recall and false positives of what the defense distrusted (the evaluation
+    side knows the fake users and the targets; the defense never does). Empty for defenses
+    that judge no data."""
+    distrust = defense.distrusted()
+    if distrust is None:
+        return {}
+    return detection_metrics(distrust.rows, distrust.users, data.train.users, n_real_users,
+                             data.train.items, targets)
+
