@@ -2,9 +2,10 @@
 
 Layers, later wins: the dataclass defaults below, the YAML file (``config.yaml`` or
 ``--config FILE``), then ``key=value`` overrides from the command line (values parsed as YAML).
-Everything is validated before any work starts: an unknown key (with the closest valid one), a
-wrong type, an unknown component name (with the valid list) or an out-of-range value raises
-:class:`ConfigError` with one line naming the problem and the fix.
+Everything is validated before any work starts: an empty file, a key given twice in the file, an
+unknown key (with the closest valid one), a wrong type, an unknown component name (with the valid
+list) or an out-of-range value raises :class:`ConfigError` with one line naming the problem and
+the fix.
 
 A section may be given as a bare string, which sets its ``name`` (``attack: aush``,
 ``dataset=ml-1m`` on the command line). Fields typed ``X | list[X]`` are grid coordinates: a list
@@ -291,18 +292,55 @@ def _set_path(tree: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+class _DuplicateKey(Exception):
+    """A key given twice in one mapping: (key path, first line, second line)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.paths: dict = {}  # mapping node -> its key path ("model", "attack.options[0]")
+
+    def construct_mapping(self, node, deep=False):
+        prefix = self.paths.get(node, "")
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if first is not key_node:
+                raise _DuplicateKey(where, first.start_mark.line + 1, key_node.start_mark.line + 1)
+            self.paths.setdefault(value_node, where)
+            if isinstance(value_node, yaml.SequenceNode):
+                for n, item in enumerate(value_node.value):
+                    self.paths.setdefault(item, f"{where}[{n}]")
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; pass an existing file with --config")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"config file {path}: invalid YAML{pos}; fix the syntax") from None
+    except _DuplicateKey as exc:
+        key, first, second = exc.args
+        raise ConfigError(f"config file {path}: key {key} given twice (lines {first} and "
+                          f"{second}); keep one") from None
     if data is None:
-        return {}
+        raise ConfigError(f"config file {path} is empty; put at least `experiment: <name>` in "
+                          "it, or omit --config to use config.yaml")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping of keys to values")
     return data
