@@ -13,7 +13,7 @@ size and cost of the config are used, and every listed attack gets a column)::
 
     python -m attacks.fingerprint dataset=ml-100k attack=[random,aush,pga,tna] [--repeat 0]
     python -m attacks.fingerprint dataset=ml-100k targets.kind=list \\
-        targets.items=[1485,1320,821,1562,1531] --file poison.npy [--file other.csv]
+        targets.id_space=index targets.items=[1485,1320,821,1562,1531] --file poison.npy
 
 Generated profiles come from (and go to) the pipeline's profile cache; with ``--file`` only the
 files are fingerprinted (the config then only chooses the dataset, split and targets).

@@ -50,13 +50,17 @@ class FileAttack(Attack):
         fake = load_poison(opt.path, ctx.n_items, ctx.scale, ctx.targets,
                            ctx.extra.get("raw_item_ids"), opt.format)
         n_file = int(fake.users.max()) + 1
-        if n_file != ctx.n_fake:
+        # n_fake 0: every profile of the file (the pipeline's default for a file attack);
+        # attack.n_fake, when given, is checked against the file.
+        if ctx.n_fake and n_file != ctx.n_fake:
             if opt.strict_size or n_file < ctx.n_fake:
                 raise AttackError(
-                    f"poison file {opt.path}: {n_file} fake profiles, but the attack size gives "
-                    f"{ctx.n_fake}; set attack.size to match"
+                    f"poison file {opt.path}: {n_file} fake profiles, but attack.n_fake is "
+                    f"{ctx.n_fake}; set attack.n_fake: {n_file} or leave it out (a file brings "
+                    "its own count)"
                     + ("" if n_file < ctx.n_fake else
-                       " or attack.options.file.strict_size: false to use the first profiles"))
+                       ", or set attack.options.file.strict_size: false to use the first "
+                       "profiles"))
             fake = fake.subset(fake.users < ctx.n_fake)
         if ctx.feedback == "implicit":
             fake = Interactions(fake.users, fake.items, np.ones(len(fake)))

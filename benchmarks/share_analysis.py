@@ -57,7 +57,7 @@ def elimination_stats(runs: pd.DataFrame, cfg) -> pd.DataFrame:
         fake, _ = ws.fake_profiles(cell)
         data = ws.training_data(split, fake)
         is_fake = data.train.users >= split.n_users
-        targets = np.array([int(t) for t in str(row.targets).split()])
+        targets = ws.targets(row.dataset, rep, row.target_kind)   # runs.csv lists raw ids
         payload = is_fake & np.isin(data.train.items, targets)
         first, last = scorings[0][1], scorings[-1][1]
         out.append({"dataset": row.dataset, "target_kind": row.target_kind,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .loaders import load_filmtrust, load_ml100k, load_ml1m
+from .loaders import load_file, load_filmtrust, load_ml100k, load_ml1m
 from .ratings import Interactions, RatingData, RatingScale, Split
 from .sources import DatasetError, locate
 from .split import split_ratings
@@ -27,11 +27,16 @@ def _synthetic(cfg, seed: int) -> RatingData:
                               numpy_rng(seed, "synthetic-data"))
 
 
+def _file(cfg, seed: int) -> RatingData:
+    return load_file(cfg)  # your own ratings file: dataset.path, dataset.sep, dataset.columns…
+
+
 DATASETS: dict[str, Callable] = {
     "filmtrust": _from_file("filmtrust", load_filmtrust),
     "ml-100k": _from_file("ml-100k", load_ml100k),
     "ml-1m": _from_file("ml-1m", load_ml1m),
     "synthetic": _synthetic,
+    "file": _file,
 }
 
 

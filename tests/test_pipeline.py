@@ -88,8 +88,9 @@ def test_target_list_with_unknown_item_is_an_error(tmp_path):
         [sys.executable, str(REPO / "main.py"), f"results_dir={tmp_path / 'r'}",
          "dataset=synthetic", f"dataset.cache_dir={tmp_path / 'c'}", "targets.kind=list",
          "targets.items=[1,99999]", "--quiet"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert "item id 99999 is unknown" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert proc.returncode == 2   # found before any work: a config error
+    assert "item 99999 is not an item id of synthetic" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
 def test_retrains_average_the_metrics_of_independent_victims(tmp_path):

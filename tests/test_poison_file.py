@@ -77,12 +77,14 @@ def test_csv_with_own_user_ids_without_header_and_off_grid_ratings(tmp_path):
 
 def test_strict_size_and_first_profiles(tmp_path):
     (path,) = export_poison(make_profiles(), tmp_path, "p", RAW_IDS, SCALE, N_ITEMS, ["npy"])
-    with pytest.raises(AttackError, match="6 fake profiles, but the attack size gives 4"):
+    with pytest.raises(AttackError, match="6 fake profiles, but attack.n_fake is 4"):
         file_attack(path).generate(context(n_fake=4))
     first = file_attack(path, strict_size=False).generate(context(n_fake=4))
     assert sorted(set(first.users)) == [0, 1, 2, 3]
-    with pytest.raises(AttackError, match="gives 9"):
+    with pytest.raises(AttackError, match="attack.n_fake is 9"):
         file_attack(path, strict_size=False).generate(context(n_fake=9))
+    # n_fake 0 (no attack.n_fake): the file brings its own count.
+    assert sorted(set(file_attack(path).generate(context(n_fake=0)).users)) == list(range(6))
 
 
 def test_implicit_feedback_reads_every_rating_as_one(tmp_path):

@@ -50,6 +50,20 @@ class DatasetConfig:
     cache_dir: str = ".cache"
     feedback: str = "explicit"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # `dataset: file` — your own delimited ratings file (data/loaders.py load_file). Columns
+    # named user, item, rating, timestamp are read, any other name is skipped; without a rating
+    # column every row counts as the top rating (implicit feedback).
+    path: str | None = None
+    sep: str = "\t"  # a literal backslash-t ("\\t" from YAML or the shell) means a tab
+    columns: list[str] = field(default_factory=lambda: ["user", "item", "rating"])
+    header: bool = False  # true: the first line names the columns and is skipped
+    max_rating: float = field(default=5.0, metadata=_range(0, lo_open=True))
+    # Ratings lie on max_rating/steps · {1..steps}; None: steps = max_rating (1, 2, …, 5).
+    rating_steps: int | None = field(default=None, metadata=_range(1, 1000))
+    # Applied once, users first then items (a user may drop below its minimum afterwards).
+    min_user_ratings: int = field(default=1, metadata=_range(1))
+    min_item_ratings: int = field(default=1, metadata=_range(1))
+    duplicates: str = "error"  # a user–item pair given twice: error | first | last (file order)
 
 
 @dataclass
@@ -65,7 +79,10 @@ class SplitConfig:
 class TargetsConfig:
     kind: str | list[str] = "unpopular"  # random | unpopular | list
     count: int = field(default=5, metadata=_range(1, 100))
-    items: list[int] | None = None  # explicit 0-based item ids, used when kind == "list"
+    # Targets of kind "list": the dataset's own item ids (MovieLens item 50 is 50), or 0-based
+    # internal indices with id_space "index".
+    items: list[int | str] | None = None
+    id_space: str = "raw"
     unpopular_below: int = field(default=5, metadata=_range(1))
 
 
@@ -73,6 +90,8 @@ class TargetsConfig:
 class AttackConfig:
     name: str | list[str] = "random"
     size: float | list[float] = field(default=0.03, metadata=_range(0, 0.5, lo_open=True))
+    # Number of fake users instead of a share of the real users (replaces size when given).
+    n_fake: int | list[int] | None = field(default=None, metadata=_range(1))
     knowledge_cost: float | list[float] = field(default=0.4, metadata=_range(0, 1, lo_open=True))
     filler_size: int | None = field(default=None, metadata=_range(1))
     options: dict = field(default_factory=dict)  # per-attack options: {aush: {epochs: 150}}
@@ -370,6 +389,42 @@ def _check_name(value: str, valid: list[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown name '{value}'{hint}; valid: {', '.join(valid)}")
 
 
+FILE_COLUMNS = ("user", "item", "rating", "timestamp")  # any other column name is skipped
+# The dataset keys only `dataset: file` reads (left out of the other datasets' cell keys).
+FILE_DATASET_KEYS = ("path", "sep", "columns", "header", "max_rating", "rating_steps",
+                     "min_user_ratings", "min_item_ratings", "duplicates")
+
+
+def _check_file_dataset(d: DatasetConfig) -> None:
+    """The keys of ``dataset: file``; the built-in datasets ignore them (defaults pass)."""
+    from data.loaders import decode_sep
+
+    names = as_list(d.name)
+    if "file" in names and not d.path:
+        raise ConfigError("dataset.path: dataset 'file' reads your own ratings file; set "
+                          "dataset.path=/path/to/ratings (README: Your own ratings file)")
+    if d.path and "file" not in names:
+        raise ConfigError(f"dataset.path: only dataset 'file' reads it, but dataset.name is "
+                          f"{d.name}; set dataset=file or remove dataset.path")
+    sep = decode_sep(d.sep)
+    if not sep or "\n" in sep or "\r" in sep:
+        raise ConfigError(f"dataset.sep: {d.sep!r} cannot separate fields; give the separator "
+                          "quoted, e.g. \"dataset.sep=','\" or \"dataset.sep='::'\"")
+    for col in FILE_COLUMNS:
+        if d.columns.count(col) > 1:
+            raise ConfigError(f"dataset.columns: '{col}' is given {d.columns.count(col)} times "
+                              f"in {d.columns}; name it once (other columns: any other name)")
+    for col in ("user", "item"):
+        if col not in d.columns:
+            raise ConfigError(f"dataset.columns: {d.columns} has no '{col}' column; name the "
+                              f"file's columns in order, e.g. [user, item, rating, timestamp]")
+    if d.rating_steps is None and d.max_rating != int(d.max_rating):
+        raise ConfigError(f"dataset.rating_steps: max_rating {d.max_rating:g} is not a whole "
+                          "number; set the number of rating levels (ratings lie on "
+                          "max_rating/steps · 1..steps)")
+    _check_name(d.duplicates, ["error", "first", "last"], "dataset.duplicates")
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Check component names, choices and per-component options against the registries."""
     from attacks import ATTACKS
@@ -390,6 +445,7 @@ def validate(cfg: ExperimentConfig) -> None:
         _check_name(fmt, list(POISON_FORMATS), "attack.export")
     _check_name(cfg.executor, ["local", "ray"], "executor")
     _check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
+    _check_file_dataset(cfg.dataset)
     _check_name(cfg.model.optimizer, ["adam", "adadelta", "sgd"], "model.optimizer")
     _check_name(cfg.device, ["auto", "cpu", "cuda"], "device")
     _check_name(cfg.split.fake_rows, ["train", "platform"], "split.fake_rows")
@@ -398,8 +454,11 @@ def validate(cfg: ExperimentConfig) -> None:
     if "list" in as_list(cfg.targets.kind):
         if not cfg.targets.items:
             raise ConfigError("targets.items: kind 'list' needs a non-empty list of item ids")
-        if any(i < 0 for i in cfg.targets.items):
-            raise ConfigError("targets.items: item ids are 0-based and must be >= 0")
+        _check_name(cfg.targets.id_space, ["raw", "index"], "targets.id_space")
+        if cfg.targets.id_space == "index" and any(
+                not isinstance(i, int) or i < 0 for i in cfg.targets.items):
+            raise ConfigError("targets.items: with id_space 'index' the items are 0-based "
+                              "indices (integers >= 0)")
     for section, registry, where in ((cfg.attack, ATTACKS, "attack"),
                                      (cfg.defense, DEFENSES, "defense")):
         for name, options in section.options.items():

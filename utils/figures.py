@@ -29,9 +29,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from utils.atomic import atomic_write, load_npz  # noqa: E402
+from utils.tables import ORIGIN, UNDEFENDED, attack_label  # noqa: E402
 
-ORIGIN = "none"
-UNDEFENDED = "none"
 DEFENSE_ORDER = ["none", "at", "rat", "tcd", "share", "pamacf", "vat"]
 DISPLAY = {"none": "Attack", "at": "AT", "rat": "RAT", "tcd": "TCD", "share": "SHARE",
            "pamacf": "PamaCF", "vat": "VAT"}
@@ -66,7 +65,7 @@ def _colors(variants: list[tuple[str, str]]) -> dict:
 
 
 def _attack_label(attack: str, size: float, cost: float, params: str, vary=()) -> str:
-    text = attack + (f" ({params})" if params else "")
+    text = attack_label(attack, params)
     extra = []
     if "attack_size" not in vary:
         extra.append(f"{100 * size:g}%")

@@ -29,7 +29,7 @@ from utils.config import ConfigError, ExperimentConfig, as_list, dump_yaml, for_
 from utils.executors import make_executor
 from utils.planning import Cell, Task, cell_key, params_text, plan_cells, plan_tasks
 from utils.seeding import content_key, derive_seed
-from utils.workspace import jsonable, save_npz
+from utils.workspace import jsonable, list_target_indices, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +64,29 @@ def _failure_record(cell: Cell, key: str, error: str, cfg: ExperimentConfig) -> 
             "cell": key, "error": error}
 
 
-def check_evaluation_k(cfg: ExperimentConfig) -> None:
-    """K must be below every dataset's item count (HR@K is 1 otherwise); checked once the
-    datasets are known, before any training. Only on the local executor: a Ray driver may not
-    hold the data."""
+def check_against_datasets(cfg: ExperimentConfig) -> None:
+    """What only the data can tell, checked before any training: K below every dataset's item
+    count (HR@K is 1 otherwise) and the ids of ``targets.items`` in the dataset. Only on the
+    local executor: a Ray driver may not hold the data."""
     if cfg.executor != "local":
         return
     for name in as_list(cfg.dataset.name):
         dcfg = for_dataset(cfg, name)
-        n_items = load_dataset(dcfg.dataset, dcfg.seed, name).n_items
-        if dcfg.evaluation.k >= n_items:
-            raise ConfigError(f"evaluation.k={dcfg.evaluation.k} is not below the {n_items} "
-                              f"items of {name}: every item would be in the top K; choose "
-                              f"evaluation.k < {n_items}")
+        data = load_dataset(dcfg.dataset, dcfg.seed, name)
+        if dcfg.evaluation.k >= data.n_items:
+            raise ConfigError(f"evaluation.k={dcfg.evaluation.k} is not below the "
+                              f"{data.n_items} items of {name}: every item would be in the top "
+                              f"K; choose evaluation.k < {data.n_items}")
+        t = dcfg.targets
+        if "list" in as_list(t.kind):
+            try:
+                if t.id_space == "raw":
+                    list_target_indices(t.items, data.raw_item_ids, name)
+                elif max(t.items) >= data.n_items:
+                    raise ValueError(f"targets.items: index {max(t.items)} is not below the "
+                                     f"{data.n_items} items of {name}")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
 
 def run_experiment(cfg: ExperimentConfig, argv: list[str] | None = None) -> Path:
@@ -86,7 +96,7 @@ def run_experiment(cfg: ExperimentConfig, argv: list[str] | None = None) -> Path
     if notice:
         log.warning(notice)
     results_folder.check_writable(out)
-    check_evaluation_k(cfg)
+    check_against_datasets(cfg)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     with results_folder.FolderLock(out):
         return _run(cfg, out, started, argv)

@@ -20,11 +20,13 @@ from pathlib import Path
 
 from attacks import ATTACKS
 from defenses import DEFENSES
-from utils.config import (ExperimentConfig, ModelConfig, as_list, for_dataset, option_sweeps,
-                          to_dict)
+from data.sources import sha256_of
+from utils.config import (FILE_DATASET_KEYS, ExperimentConfig, ModelConfig, as_list,
+                          for_dataset, option_sweeps, to_dict)
 from utils.seeding import content_key
 
 ORIGIN = "none"       # attack name of the clean data
+FILE_ATTACK = "file"  # fake profiles replayed from a poison file
 UNDEFENDED = "none"   # defense name of plain training
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,6 +44,7 @@ class Cell:
     model: str = "mf"
     attack_params: tuple = ()    # swept attack options: sorted ((option, value), ...)
     defense_params: tuple = ()   # swept defense options
+    n_fake: int = 0              # attack.n_fake (0: from attack_size; a file: from the file)
 
     @property
     def is_origin(self) -> bool:
@@ -52,9 +55,10 @@ class Cell:
         return self.attack != ORIGIN
 
     def label(self) -> str:
+        size = f"n={self.n_fake}" if self.n_fake else f"{self.attack_size:g}"
         attack = "clean" if not self.attacked else (
             f"{self.attack}{params_text(self.attack_params, ' ')}"
-            f"({self.attack_size:g},c={self.knowledge_cost:g})")
+            f"({size},c={self.knowledge_cost:g})")
         return (f"{self.dataset}/{self.model} r{self.repeat} {self.target_kind} {attack} "
                 f"{self.defense}{params_text(self.defense_params, ' ')}")
 
@@ -85,19 +89,45 @@ def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
         dcfg = for_dataset(cfg, dataset)
         attack_sweeps = {a: option_sweeps(ATTACKS[a].Options, dcfg.attack.options.get(a),
                                           f"attack.options.{a}") for a in attacks}
+        if FILE_ATTACK in attack_sweeps:   # a poison file is a coordinate: tables name it
+            path = (dcfg.attack.options.get(FILE_ATTACK) or {}).get("path")
+            attack_sweeps[FILE_ATTACK] = [
+                ap if any(k == "path" for k, _ in ap) or not path
+                else tuple(sorted(ap + (("path", path),))) for ap in attack_sweeps[FILE_ATTACK]]
         defense_sweeps = {d: option_sweeps(DEFENSES[d].Options, dcfg.defense.options.get(d),
                                            f"defense.options.{d}") for d in defenses}
         cells.append(Cell(dataset, rep, kind, ORIGIN, 0.0, 0.0, UNDEFENDED, model))
         if clean_defended:
             cells += [Cell(dataset, rep, kind, ORIGIN, 0.0, 0.0, d, model, (), dp)
                       for d in defenses[1:] for dp in defense_sweeps[d]]
-        for attack, size, cost in itertools.product(
-                attacks, _unique(as_list(cfg.attack.size)),
-                _unique(as_list(cfg.attack.knowledge_cost))):
-            for ap in attack_sweeps[attack]:
-                cells += [Cell(dataset, rep, kind, attack, float(size), float(cost), d, model,
-                               ap, dp) for d in defenses for dp in defense_sweeps[d]]
+        for attack in attacks:
+            for size, n_fake, cost in attack_settings(cfg, attack):
+                for ap in attack_sweeps[attack]:
+                    cells += [Cell(dataset, rep, kind, attack, size, cost, d, model, ap, dp,
+                                   n_fake) for d in defenses for dp in defense_sweeps[d]]
     return cells
+
+
+def attack_settings(cfg: ExperimentConfig, attack: str) -> list[tuple[float, int, float]]:
+    """An attack's (size, n_fake, knowledge cost) coordinates. ``attack.n_fake`` replaces the
+    sizes; a poison file has neither a size nor a knowledge cost of its own (its profiles are
+    fixed; ``n_fake``, when given, is checked against the file)."""
+    n_fakes = _unique(as_list(cfg.attack.n_fake)) if cfg.attack.n_fake is not None else []
+    sizes = [(0.0, int(n)) for n in n_fakes] or [
+        (float(s), 0) for s in _unique(as_list(cfg.attack.size))]
+    if attack == FILE_ATTACK:
+        return [(0.0, n, 0.0) for _, n in sizes] if n_fakes else [(0.0, 0, 0.0)]
+    return [(size, n, float(cost)) for size, n in sizes
+            for cost in _unique(as_list(cfg.attack.knowledge_cost))]
+
+
+def cell_coordinates(cell: Cell) -> dict:
+    """The cell's coordinates as keyed: ``n_fake`` only when set, so cells planned before it
+    existed keep their keys."""
+    coords = asdict(cell)
+    if not coords["n_fake"]:
+        del coords["n_fake"]
+    return coords
 
 
 def model_config(cfg: ExperimentConfig, name: str) -> ModelConfig:
@@ -125,6 +155,10 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     cfg = for_dataset(cfg, cell.dataset)
     c = to_dict(cfg)
     dataset = {k: v for k, v in c["dataset"].items() if k not in ("name", "root", "cache_dir")}
+    if cell.dataset == "file":  # your own file: its keys and its content
+        dataset["sha256"] = dataset_file_digest(cfg.dataset.path)
+    else:  # keys only `dataset: file` reads: the built-in datasets' cells keep their keys
+        dataset = {k: v for k, v in dataset.items() if k not in FILE_DATASET_KEYS}
     targets = {k: v for k, v in c["targets"].items() if k != "kind"}
     attack_options = (component_options(cfg, "attack", cell.attack, cell.attack_params)
                       if cell.attacked else None)
@@ -138,7 +172,10 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     # Options added later are keyed only away from their defaults (earlier cells keep keys).
     split_cfg = {k: v for k, v in c["split"].items()
                  if not (k == "fake_rows" and v == "train")}
-    return content_key(asdict(cell), cfg.seed, dataset, split_cfg, targets,
+    # Added later, keyed only away from their defaults (earlier cells keep their keys).
+    if not (cell.target_kind == "list" and targets.get("id_space") == "raw"):
+        targets.pop("id_space", None)   # the old meaning: list cells held 0-based indices
+    return content_key(cell_coordinates(cell), cfg.seed, dataset, split_cfg, targets,
                        asdict(model_config(cfg, cell.model)), evaluation,
                        c["attack"]["filler_size"], attack, defense, sources)
 
@@ -247,6 +284,21 @@ def poison_file_digest(options) -> str | None:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def dataset_file_digest(path: str | None) -> str | None:
+    """SHA-256 of a ``dataset: file`` ratings file (None when it is missing: loading it then
+    fails with its own message), hashed once per (path, mtime, size)."""
+    file = Path(path).expanduser() if path else None
+    if file is None or not file.is_file():
+        return None
+    stat = file.stat()
+    return _file_sha256(str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    return sha256_of(path)
 
 
 

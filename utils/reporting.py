@@ -39,7 +39,7 @@ from utils.atomic import atomic_write_text
 from utils.config import ExperimentConfig, dump_yaml
 from utils.statistics import (mean_std_n, paired_p_value, robustness_improvement, stars,
                               success_reduction)
-from utils.tables import (BASE, COORDS, ORIGIN, SETTING, UNDEFENDED, Table, Value,
+from utils.tables import (BASE, COORDS, ORIGIN, SETTING, UNDEFENDED, Table, Value, attack_label,
                           build_tables)
 
 log = logging.getLogger(__name__)
@@ -295,8 +295,8 @@ def render_markdown(title: str, tables: list[Table], failed: pd.DataFrame | None
 def _attack_label(rec: dict) -> str:
     if rec["attack"] == ORIGIN:
         return "(no attack)"
-    params = f" {rec['attack_params']}" if rec.get("attack_params") else ""
-    return f"{rec['attack']}{params} ({rec['attack_size']:g}, c={rec['knowledge_cost']:g})"
+    return (f"{attack_label(rec['attack'], rec.get('attack_params'))} "
+            f"({rec['attack_size']:g}, c={rec['knowledge_cost']:g})")
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -413,6 +413,11 @@ def write_all(out: Path, cfg: ExperimentConfig, rows: list[dict], failed: list[d
         "execution": execution or {},
         "figures": [p.name for p in figure_paths],
     }
+    from utils.config import as_list, for_dataset
+    from utils.planning import dataset_file_digest
+    if "file" in as_list(cfg.dataset.name):  # your own ratings file: which content ran
+        path = for_dataset(cfg, "file").dataset.path
+        meta["dataset_files"] = {path: dataset_file_digest(path)}
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
 
 

@@ -21,12 +21,11 @@ import dataclasses
 import json
 import logging
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 from utils.atomic import atomic_write_text
 from utils.config import ConfigError, ExperimentConfig, config_from_dict, to_dict
-from utils.planning import Cell
+from utils.planning import Cell, cell_coordinates
 from utils.seeding import content_key
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ _NOT_SETTING = {
            "threads", "ray_address", "by_dataset"),
     "dataset": ("name", "root", "cache_dir"),
     "targets": ("kind",),
-    "attack": ("name", "size", "knowledge_cost", "options", "export"),
+    "attack": ("name", "size", "n_fake", "knowledge_cost", "options", "export"),
     "model": ("name",),
     "defense": ("name", "options"),
     "evaluation": ("batch_users",),
@@ -159,7 +158,7 @@ class FolderLock:
 
 def cell_id(cell: Cell) -> str:
     """Identity of a cell's coordinates (a rerun with other options keeps it, changes the key)."""
-    return content_key(asdict(cell))
+    return content_key(cell_coordinates(cell))
 
 
 def merge_plan(folder: Path, plan: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
 
 ORIGIN = "none"       # attack of the clean data
+FILE_ATTACK = "file"  # a poison file (labelled by its stem)
 UNDEFENDED = "none"   # plain training (the "Attack" column under an attack)
 BASE = ["dataset", "model", "feedback", "target_kind"]
 SETTING = BASE + ["attack", "attack_size", "knowledge_cost", "attack_params"]
@@ -114,10 +116,7 @@ class _Index:
         return labels
 
     def labels(self, row: dict, vary: tuple = ()) -> list[str]:
-        attack = row["attack"]
-        attack = "(no attack)" if attack == ORIGIN else attack
-        if row.get("attack_params"):
-            attack += f" ({row['attack_params']})"
+        attack = attack_label(row["attack"], row.get("attack_params"))
         out = [row["dataset"]]
         if self.many_models:
             out.append(f"{row['model']} ({row['feedback']})")
@@ -306,9 +305,23 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def attack_label(attack: str, params: str) -> str:
+    """How an attack setting is named in the tables: the attack and its swept options; a poison
+    file by its file's stem (``attack: file`` with ``path=/x/fakes.csv`` → ``fakes``)."""
+    if attack == ORIGIN:
+        return "(no attack)"
+    parts = [p for p in str(params or "").split(",") if p]
+    if attack == FILE_ATTACK:
+        paths = [p for p in parts if p.startswith("path=")]
+        if paths:
+            attack = PurePath(paths[0][len("path="):]).stem
+            parts = [p for p in parts if not p.startswith("path=")]
+    return attack + (f" ({','.join(parts)})" if parts else "")
+
+
 def _setting_label(setting: tuple, ix: _Index) -> str:
     attack, size, cost, params = setting
-    text = attack + (f" {params}" if params else "")
+    text = attack_label(attack, params)
     extra = ([f"{100 * size:g}%"] if len(ix.sizes) > 1 else []) + \
         ([f"c={cost:g}"] if len(ix.costs) > 1 else [])
     return text + (f" ({', '.join(extra)})" if extra else "")

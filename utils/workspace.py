@@ -23,8 +23,8 @@ import torch
 
 from attacks import ATTACKS
 from attacks.poison_file import export_poison
-from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
-                            select_targets)
+from attacks.threat import (AttackError, ThreatContext, filler_size_of, knowledge_view,
+                            n_fake_users, select_targets)
 from data import load_dataset, split_ratings
 from data.split import split_fake_rows
 from data.ratings import Interactions, RatingData, Split
@@ -34,7 +34,7 @@ from models.trainer import resolve_device
 from utils.atomic import atomic_write, load_npz
 from utils.config import ExperimentConfig
 from utils.metrics import Evaluator, detection_metrics, prediction_shift, rank_shift
-from utils.planning import (ORIGIN, UNDEFENDED, Cell, attack_sources_digest,
+from utils.planning import (FILE_ATTACK, ORIGIN, UNDEFENDED, Cell, attack_sources_digest,
                             cell_sources_digest, component_options, model_config, non_default,
                             params_text, poison_file_digest)
 from utils.seeding import content_key, derive_seed, numpy_rng, torch_generator
@@ -87,9 +87,15 @@ class Workspace:
         key = (name, repeat, kind)
         if key not in self._targets:
             t = self.cfg.targets
+            items = t.items
+            if kind == "list" and t.id_space == "raw":
+                try:
+                    items = list_target_indices(t.items, self.data(name).raw_item_ids, name)
+                except ValueError as exc:
+                    raise AttackError(str(exc)) from None
             self._targets[key] = select_targets(
                 self.split(name, repeat), kind, t.count,
-                numpy_rng(self.repeat_seed(repeat), "targets", name, kind), t.items,
+                numpy_rng(self.repeat_seed(repeat), "targets", name, kind), items,
                 t.unpopular_below)
         return self._targets[key]
 
@@ -114,7 +120,7 @@ class Workspace:
             if self.cfg.split.fake_rows == "platform":
                 rng = numpy_rng(self.repeat_seed(cell.repeat), "fake-rows", cell.dataset,
                                 cell.target_kind, cell.attack, cell.attack_size,
-                                cell.knowledge_cost, cell.attack_params)
+                                cell.knowledge_cost, cell.attack_params, *_n_fake_part(cell))
                 fake_train, fake_val = split_fake_rows(shifted, rng, self.cfg.split.val_fraction)
                 train = Interactions.concat(train, fake_train)
                 val = Interactions.concat(val, fake_val)
@@ -188,14 +194,18 @@ class Workspace:
         split = self.split(cell.dataset, cell.repeat)
         targets = self.targets(cell.dataset, cell.repeat, cell.target_kind)
         seed = derive_seed(self.repeat_seed(cell.repeat), "attack", cell.dataset,
-                           cell.target_kind, cell.attack, cell.attack_size, cell.knowledge_cost)
+                           cell.target_kind, cell.attack, cell.attack_size, cell.knowledge_cost,
+                           *_n_fake_part(cell))
         seen = split.observed()
-        visible = knowledge_view(seen, split.n_users, targets, cell.knowledge_cost,
+        # A poison file has no knowledge cost of its own (its view is unused).
+        visible = knowledge_view(seen, split.n_users, targets, cell.knowledge_cost or 1.0,
                                  numpy_rng(seed, "view"))
         keep = np.zeros(split.n_users, dtype=bool)
         keep[visible] = True
         view = seen.subset(keep[seen.users])
-        n_fake = n_fake_users(split.n_users, cell.attack_size)
+        # attack.n_fake, else the share of real users; 0 lets a poison file bring its own count.
+        n_fake = cell.n_fake or (0 if cell.attack == FILE_ATTACK
+                                 else n_fake_users(split.n_users, cell.attack_size))
         filler = cfg.attack.filler_size or filler_size_of(view, len(visible), len(targets))
         options = component_options(cfg, "attack", cell.attack, cell.attack_params)
         mcfg = model_config(cfg, cell.model)
@@ -210,7 +220,9 @@ class Workspace:
         if cached is not None and {"users", "items", "ratings"} <= set(cached):
             info["cached"] = True
             info["seconds"] = float(cached["seconds"]) if "seconds" in cached else 0.0
-            return Interactions(cached["users"], cached["items"], cached["ratings"]), info
+            fake = Interactions(cached["users"], cached["items"], cached["ratings"])
+            info["n_fake"] = n_fake or _count_users(fake)
+            return fake, info
         ctx = ThreatContext(view=view, visible_users=visible, n_users=split.n_users,
                             n_items=split.n_items, scale=split.scale, targets=targets,
                             n_fake=n_fake, filler_size=filler, feedback=cfg.dataset.feedback,
@@ -224,6 +236,7 @@ class Workspace:
         save_npz(path, {"users": fake.users, "items": fake.items, "ratings": fake.ratings,
                          "seconds": np.array(info["seconds"])})
         info["cached"] = False
+        info["n_fake"] = n_fake or _count_users(fake)
         return fake, info
 
     def export_profiles(self, cell: Cell, fake: Interactions) -> None:
@@ -235,9 +248,32 @@ class Workspace:
         split = self.split(cell.dataset, cell.repeat)
         stem = "_".join([cell.dataset, cell.model, f"r{cell.repeat}", cell.target_kind,
                          cell.attack, f"size{cell.attack_size:g}", f"kc{cell.knowledge_cost:g}"]
-                        + [f"{k}{v}" for k, v in sorted(dict(cell.attack_params).items())])
+                        + [f"{k}{Path(str(v)).stem}" if k == "path" else f"{k}{v}"
+                           for k, v in sorted(dict(cell.attack_params).items())])
         export_poison(fake, Path(self.cfg.results_dir) / self.cfg.experiment / "poison", stem,
                       self.data(cell.dataset).raw_item_ids, split.scale, split.n_items, formats)
+
+
+def _n_fake_part(cell: Cell) -> tuple:
+    """``attack.n_fake`` in a seed's derivation, only when set (earlier cells keep theirs)."""
+    return (cell.n_fake,) if cell.n_fake else ()
+
+
+def _count_users(fake: Interactions) -> int:
+    return int(fake.users.max()) + 1 if len(fake) else 0
+
+
+def list_target_indices(items: list, raw_item_ids: np.ndarray, dataset: str) -> list[int]:
+    """0-based indices of the dataset's own item ids (``targets.items``); an id the dataset does
+    not hold is a ValueError naming it."""
+    index = {str(raw): n for n, raw in enumerate(np.asarray(raw_item_ids).tolist())}
+    unknown = [item for item in items if str(item) not in index]
+    if unknown:
+        raise ValueError(
+            f"targets.items: item {unknown[0]!r} is not an item id of {dataset} (its ids run "
+            f"{raw_item_ids[0]}…{raw_item_ids[-1]}); give the dataset's own item ids, or set "
+            "targets.id_space: index for 0-based indices")
+    return [index[str(item)] for item in items]
 
 
 def jsonable(value):
@@ -273,7 +309,9 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
     row = {
         "experiment": cfg.experiment, "dataset": cell.dataset, "model": cell.model,
         "feedback": cfg.dataset.feedback, "target_kind": cell.target_kind,
-        "targets": " ".join(str(t) for t in targets), "attack": cell.attack,
+        # The dataset's own item ids (what a user gives in targets.items).
+        "targets": " ".join(str(t) for t in ws.data(cell.dataset).raw_item_ids[targets]),
+        "attack": cell.attack,
         "attack_size": cell.attack_size, "knowledge_cost": cell.knowledge_cost,
         "attack_params": params_text(cell.attack_params), "defense": cell.defense,
         "defense_params": params_text(cell.defense_params), "repeat": cell.repeat,
@@ -295,10 +333,13 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
             fake, attack_info = ws.fake_profiles(cell)
             timings["seconds_attack"] = attack_info["seconds"]
             row.update(n_fake=attack_info["n_fake"], filler_size=attack_info["filler_size"])
+            if not cell.attack_size:   # attack.n_fake or a poison file: the size it amounts to
+                row["attack_size"] = round(attack_info["n_fake"] / split.n_users, 6)
         stage("train")
         start = time.perf_counter()
         seed = derive_seed(ws.repeat_seed(cell.repeat), "train", cell.dataset, cell.target_kind,
-                           cell.attack, cell.attack_size, cell.knowledge_cost, cell.defense)
+                           cell.attack, cell.attack_size, cell.knowledge_cost, cell.defense,
+                           *_n_fake_part(cell))
         data = ws.training_data(split, fake, cell)
         model, info, defense = ws.train(cell.defense, cell.defense_params, cell.model, data,
                                         seed)
