@@ -103,6 +103,8 @@ def download(url: str, dest: Path, sha256: str | None) -> Path:
         if sha256 is not None and sha256_of(tmp) != sha256:
             raise DatasetError(f"{url}: downloaded archive fails its SHA-256 check; retry, or "
                                f"download it by hand and set ${ENV_VAR}")
+        from utils.atomic import current_umask
+        os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp's 0600 would hide it from others
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import zipfile
 
@@ -109,8 +110,14 @@ def test_download_verifies_extracts_and_caches(tmp_path, monkeypatch):
     monkeypatch.setitem(sources.SOURCES, "toy", src)
     monkeypatch.delenv(sources.ENV_VAR, raising=False)
     cache = tmp_path / "cache"
-    path = locate("toy", None, str(cache))
+    previous = os.umask(0o022)
+    try:
+        path = locate("toy", None, str(cache))
+    finally:
+        os.umask(previous)
     assert path.read_bytes() == content and path.parent == cache / "datasets" / "toy"
+    archives = list((cache / "datasets" / "toy").glob("*.zip"))
+    assert archives and all(a.stat().st_mode & 0o777 == 0o644 for a in archives)  # the umask
     (tmp_path / "toy.zip").unlink()  # a second call needs no network
     shutil.rmtree(cache / "datasets" / "toy" / "toy.zip", ignore_errors=True)
     assert locate("toy", None, str(cache)) == path
