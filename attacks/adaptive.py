@@ -112,6 +112,10 @@ class AdaptiveAttack(Attack):
                               f"one of {', '.join(FILLER_RATINGS)}")
         return opts
 
+    @classmethod
+    def components(cls, options) -> list[tuple[str, str]]:
+        return [("attack", options.base), ("defense", options.against)]
+
     def generate(self, ctx: ThreatContext) -> Interactions:
         from . import ATTACKS
         opt = self.options

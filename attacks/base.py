@@ -33,6 +33,13 @@ class Attack:
     def parse_options(cls, data, where: str = "options"):
         return options_from(cls.Options, data, where)
 
+    @classmethod
+    def components(cls, options) -> list[tuple[str, str]]:
+        """The other registered components this attack runs, named by its options:
+        ``("attack" | "defense", name)``. A lookup by name is invisible to the import graph, so
+        their sources join this attack's cache keys through this list."""
+        return []
+
     def generate(self, ctx: ThreatContext) -> Interactions:
         raise NotImplementedError
 

@@ -241,7 +241,15 @@ class GCoAttack(Attack):
         return opts
 
     def against(self) -> str:
-        return self.options.against
+        return self.against_of(self.options)
+
+    @classmethod
+    def against_of(cls, options) -> str:
+        return options.against
+
+    @classmethod
+    def components(cls, options) -> list[tuple[str, str]]:
+        return [("defense", cls.against_of(options))]
 
     # ------------------------------------------------------------------ generate
     def generate(self, ctx: ThreatContext) -> Interactions:
@@ -361,5 +369,6 @@ class CoAttack(GCoAttack):
     name = "coattack"
     Options = CoAttackOptions
 
-    def against(self) -> str:
+    @classmethod
+    def against_of(cls, options) -> str:
         return "none"

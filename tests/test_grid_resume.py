@@ -223,3 +223,33 @@ def test_cached_profiles_are_keyed_by_their_attacks_own_sources(monkeypatch):
     after = {a: planning.attack_sources_digest(a) for a in ("random", "aush", "neural")}
     assert after["random"] == before["random"] and after["neural"] == before["neural"]
     assert after["aush"] != before["aush"]
+
+
+def test_attacks_that_run_other_components_by_name_are_keyed_by_those_only(monkeypatch):
+    """``adaptive`` (base clone, against share) and ``gcoattack`` (against tcd) depend on the
+    components their options name, not on every registered module: editing TCD reruns
+    gcoattack's profiles and not adaptive's; editing SHARE the other way round."""
+    from attacks import ATTACKS
+    from utils import planning
+
+    real = planning.source_fingerprint
+
+    def digests(edited=None):
+        monkeypatch.setattr(planning, "source_fingerprint", lambda *parts: real(*parts) + (
+            "-edited" if edited in parts else ""))
+        out = {name: planning.attack_sources_digest(name) for name in ("adaptive", "gcoattack",
+                                                                        "random")}
+        out["adaptive_vs_pca"] = planning.attack_sources_digest(
+            "adaptive", ATTACKS["adaptive"].parse_options({"against": "pca_detect"}))
+        return out
+
+    before = digests()
+    tcd = digests("defenses/tcd.py")
+    assert tcd["gcoattack"] != before["gcoattack"] and tcd["adaptive"] == before["adaptive"]
+    share = digests("defenses/share.py")
+    assert share["adaptive"] != before["adaptive"] and share["gcoattack"] == before["gcoattack"]
+    assert share["adaptive_vs_pca"] == before["adaptive_vs_pca"]
+    clone = digests("attacks/clone.py")
+    assert clone["adaptive"] != before["adaptive"] and clone["random"] == before["random"]
+    aush = digests("attacks/aush.py")
+    assert aush == before

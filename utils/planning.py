@@ -165,7 +165,8 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     attack = ((non_default(attack_options), poison_file_digest(attack_options))
               if cell.attacked else None)
     defense = non_default(component_options(cfg, "defense", cell.defense, cell.defense_params))
-    sources = cell_sources_digest(cell.attack if cell.attacked else None, cell.defense)
+    sources = cell_sources_digest(cell.attack if cell.attacked else None, cell.defense,
+                                  attack_options)
     # One training (the default) keeps the keys of cells computed before ``retrains`` existed.
     evaluation = {k: v for k, v in c["evaluation"].items()
                   if not (k == "retrains" and v == 1)}
@@ -218,10 +219,18 @@ COMMON_SOURCES = ("data", "models", "attacks/threat.py", "utils/metrics.py", "ut
 _NUMERIC_PACKAGES = ("data", "models", "attacks", "defenses")
 
 
+# Packages whose __init__ is a registry: importing the registry (``from defenses import
+# DEFENSES``) is a lookup by name, declared through ``Attack.components``, not a dependency on
+# every registered module; other names they re-export resolve to their defining modules.
+_REGISTRY_PACKAGES = ("attacks", "defenses")
+
+
 @functools.lru_cache(maxsize=None)
 def module_sources(module: str) -> tuple[str, ...]:
     """Repo-relative files of ``module`` and of every numeric package module it imports,
-    transitively (imports inside functions included), found by parsing the sources."""
+    transitively (imports inside functions included), found by parsing the sources. An import
+    from a registry package follows the names it imports to their own modules; the registry
+    itself is not followed (see ``cell_sources_digest``)."""
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:
@@ -235,16 +244,34 @@ def module_sources(module: str) -> tuple[str, ...]:
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names]
+                todo += [a.name for a in node.names if a.name not in _REGISTRY_PACKAGES]
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
                     parts = package.split(".")
                     parts = parts[:len(parts) - node.level + 1]
                     base = ".".join(parts + ([base] if base else []))
+                if base in _REGISTRY_PACKAGES and name != base:
+                    exports = _reexports(base)
+                    todo += [exports[a.name] for a in node.names if a.name in exports]
+                    todo += [f"{base}.{a.name}" for a in node.names]   # submodules
+                    continue
                 todo.append(base)
                 todo += [f"{base}.{a.name}" for a in node.names]
     return tuple(sorted(str(p.relative_to(REPO)) for p in seen.values()))
+
+
+@functools.lru_cache(maxsize=None)
+def _reexports(package: str) -> dict[str, str]:
+    """Name → defining module of the ``from .module import Name`` lines of a package's
+    ``__init__`` (names defined in the ``__init__`` itself, such as the registry, are absent)."""
+    path = REPO / package / "__init__.py"
+    out = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            for alias in node.names:
+                out[alias.asname or alias.name] = f"{package}.{node.module}"
+    return out
 
 
 def _module_file(name: str) -> Path | None:
@@ -257,19 +284,33 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def attack_sources_digest(attack: str) -> str:
+def attack_sources_digest(attack: str, options=None) -> str:
     """Digest of the sources an attack's fake profiles depend on (cached profiles' key)."""
-    return cell_sources_digest(attack, None)
+    return cell_sources_digest(attack, None, options)
 
 
-def cell_sources_digest(attack: str | None, defense: str | None) -> str:
+def cell_sources_digest(attack: str | None, defense: str | None, attack_options=None) -> str:
     """Digest of the sources a cell's numbers depend on: the common ones plus the modules of its
-    attack (None: a clean-data cell) and of its defense (None: no training involved), with what
-    they import."""
+    attack (None: a clean-data cell), of the components the attack runs by name (``adaptive``'s
+    base attack and the defense it is aimed at, ``gcoattack``'s defense; from its options,
+    default ones when None) and of its defense (None: no training involved), with what they
+    import."""
     parts = set(COMMON_SOURCES)
-    for name, registry in ((attack, ATTACKS), (defense, DEFENSES)):
-        if name is not None:
-            parts.update(module_sources(registry[name].__module__))
+    todo = [("defense", defense)] if defense is not None else []
+    if attack is not None:
+        todo.append(("attack", attack))
+    done = set()
+    while todo:
+        kind, name = todo.pop()
+        if (kind, name) in done:
+            continue
+        done.add((kind, name))
+        cls = (ATTACKS if kind == "attack" else DEFENSES)[name]
+        parts.update(module_sources(cls.__module__))
+        if kind == "attack":
+            options = (attack_options if name == attack and attack_options is not None
+                       else cls.Options())
+            todo += cls.components(options)
     return source_fingerprint(*sorted(parts))
 
 

@@ -213,7 +213,7 @@ class Workspace:
         key = content_key("profiles", cell.dataset, split.n_users, split.n_items, seen.users,
                           seen.items, seen.ratings, targets, cell.attack, non_default(options),
                           n_fake, filler, cell.knowledge_cost, seed, cfg.dataset.feedback,
-                          asdict(mcfg), attack_sources_digest(cell.attack),
+                          asdict(mcfg), attack_sources_digest(cell.attack, options),
                           poison_file_digest(options))
         path = self.cache / "profiles" / f"{cell.attack}-{key}.npz"
         cached = load_npz(path)
