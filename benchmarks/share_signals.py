@@ -16,13 +16,24 @@ Signals (rank-based ones eliminate the lowest-valued 3 %; ``group`` only its fla
 * ``group_rank`` — the same counts, ranked, filling the 3 % budget;
 * ``v1`` / ``v1_no_support`` — the first default valuation (reach, push, unanimity, ± support)
   of an MF model after the warm-up (``--v1``; trains an MF per cell);
-* ``unanimity``, ``support`` — the single item terms of the first valuation.
+* ``unanimity``, ``support`` — the single item terms of the first valuation;
+* ``neighbour lift`` — a candidate for camouflage that spreads the targets (one per fake user,
+  which the group signal cannot see): a top rating (u, i) is suspicious when u's nearest
+  neighbours rate i no more often than users at large. A fake user is a clone of a real user,
+  whose neighbours never chose the target; a real fan's neighbours share the taste. Neighbours:
+  the k = 50 most cosine-similar users over the observed pattern (train ∪ val, the user's own
+  top ratings left out, so a shared payload does not make the fakes each other's neighbours);
+  lift = neighbours' rate / the item's base rate (shrunk). ``(3 %)`` eliminates the lowest-lift
+  3 % of top-rated rows; ``item test`` only the top-rated rows with lift < 1 of items whose top
+  raters' neighbours chose them significantly less often than chance (z = (O − E)/√E < −4 over
+  the item's top raters, O = neighbours who rated it, E = k × base rate per rater).
 
     python benchmarks/share_signals.py [--datasets ml-100k filmtrust] [--seed 1] [--v1]
 """
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
 import torch
@@ -36,7 +47,8 @@ from utils.config import as_list, load_config
 from utils.planning import Cell, model_config
 from utils.workspace import Workspace
 
-ATTACKS = ["none", "random", "average", "bandwagon", "segment", "aush", "pga", "tna", "clone"]
+ATTACKS = ["none", "random", "average", "bandwagon", "segment", "aush", "pga", "tna", "clone",
+           "adaptive"]
 
 
 def tensors(inter):
@@ -59,6 +71,34 @@ def v1_values(data, cfg, seed: int, support: bool) -> torch.Tensor:
     return value_samples(P, Q, train, val, data.n_users, data.n_items, audience, prox,
                          reach_weight=0.5, push_weight=1.0, unanimity_weight=1.0,
                          support_weight=1.0 if support else 0.0).value
+
+
+def neighbour_lift(train, observed, n_users: int, n_items: int, k: int = 50,
+                   prior: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per training row: how much more often the user's k nearest neighbours rated the row's
+    item than users at large do (shrunk towards 1 by ``prior`` neighbours' worth); and per
+    item the z statistic of its top-rated training rows' neighbour counts against chance."""
+    users, items, ratings = observed[0].long(), observed[1].long(), observed[2]
+    X = torch.zeros(n_users, n_items)
+    X[users, items] = 1.0
+    taste = X.clone()
+    top = ratings >= 1.0 - 1e-6
+    taste[users[top], items[top]] = 0.0
+    taste = taste / taste.norm(dim=1, keepdim=True).clamp_min(1e-9)
+    sim = taste @ taste.T
+    sim.fill_diagonal_(0.0)
+    weight, nearest = sim.topk(min(k, n_users - 1), dim=1)
+    W = torch.zeros_like(sim).scatter_(1, nearest, weight.clamp_min(0.0))
+    W = W / W.sum(dim=1, keepdim=True).clamp_min(1e-9)
+    u, i = train[0].long(), train[1].long()
+    rate = (W[u] * X[:, i].T).sum(dim=1)       # neighbours' share that rated the row's item
+    base = X.mean(dim=0)[i]
+    lift = (rate + prior * base / k) / (base * (1.0 + prior / k)).clamp_min(1e-12)
+    top = train[2] >= 1.0 - 1e-6
+    observed_count = torch.zeros(n_items).index_add_(0, i[top], k * rate[top])
+    expected_count = torch.zeros(n_items).index_add_(0, i[top], k * base[top])
+    z = (observed_count - expected_count) / expected_count.clamp_min(1e-9).sqrt()
+    return lift, z
 
 
 def signals(data, args, cfg, seed) -> dict[str, np.ndarray]:
@@ -89,6 +129,13 @@ def signals(data, args, cfg, seed) -> dict[str, np.ndarray]:
                                                    args.fraction))
     sup = item_support(train[1], val[1], data.n_items, 10.0)[train[1]]
     out["support+push (3 %)"] = mask(lowest_rows(ranks01(sup) + ranks01(-ratings), args.fraction))
+    lift, z = neighbour_lift(train, observed, data.n_users, data.n_items)
+    top_rows = train[2] >= 1.0 - 1e-6
+    out["neighbour lift (3 %)"] = mask(lowest_rows(torch.where(top_rows, lift, math.inf),
+                                                   args.fraction))
+    suspect = z[train[1].long()] < -4.0
+    out["neighbour lift, item test"] = mask(torch.nonzero(top_rows & suspect & (lift < 1.0))
+                                            .squeeze(1))
     if args.v1:
         for support in (True, False):
             value = v1_values(data, cfg, seed, support)
