@@ -57,7 +57,7 @@ class Evaluator:
     @torch.no_grad()
     def evaluate(self, model) -> EvalResult:
         model.eval()
-        k, n_t = self.k, len(self.targets)
+        n_t = len(self.targets)
         targets = torch.as_tensor(self.targets, device=self.device)
         test_items = torch.as_tensor(self.split.test_items, device=self.device)
         test_rank = torch.full((self.n_users,), -1, dtype=torch.long)
