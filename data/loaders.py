@@ -113,14 +113,16 @@ def load_file(cfg) -> RatingData:
         raise DatasetError(f"{path}: cannot read it ({exc.strerror}); check the file and "
                            "dataset.path") from None
     sep, columns = decode_sep(cfg.sep), list(cfg.columns)
-    lines = text.split("\n")
+    # Vectorized string work (pandas), no Python loop over the lines.
+    lines = pd.Series(text.split("\n"), dtype=str)
     first = 1 if cfg.header else 0
-    keep = [n for n in range(first, len(lines)) if lines[n].strip()]
-    fields = [lines[n].rstrip("\r").split(sep) for n in keep]
-    line_of = np.asarray(keep, dtype=np.int64) + 1
-    if not fields:
+    body = lines.iloc[first:]
+    body = body[body.str.strip() != ""].str.rstrip("\r")
+    line_of = body.index.to_numpy(dtype=np.int64) + 1
+    if body.empty:
         raise DatasetError(f"{path}: holds no ratings; check the file and dataset.header")
-    counts = np.fromiter(map(len, fields), dtype=np.int64, count=len(fields))
+    fields = body.str.split(sep, regex=False, expand=True)
+    counts = fields.notna().sum(axis=1).to_numpy()
     short = np.flatnonzero(counts < len(columns))
     if len(short):
         j = short[0]
@@ -131,10 +133,10 @@ def load_file(cfg) -> RatingData:
     hint = " (a header line? set dataset.header: true)"
     at = {col: columns.index(col) for col in ("user", "item", "rating", "timestamp")
           if col in columns}
-    tokens = {col: [f[j].strip() for f in fields] for col, j in at.items()}
+    tokens = {col: fields[j].str.strip().tolist() for col, j in at.items()}
     for col in ("user", "item"):
-        empty = [j for j, t in enumerate(tokens[col]) if not t]
-        if empty:
+        empty = np.flatnonzero(fields[at[col]].str.strip().to_numpy() == "")
+        if len(empty):
             raise DatasetError(f"{path}: line {line_of[empty[0]]} has an empty {col} id; fix "
                                "the line")
     values = {}
