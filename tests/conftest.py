@@ -88,3 +88,19 @@ def make_context(setting, seed: int = 1, feedback: str = "explicit",
                          n_fake=n_fake_users(split.n_users, size),
                          filler_size=filler_size_of(view, len(visible), len(targets)),
                          feedback=feedback, model_cfg=cfg.model, seed=seed)
+
+
+def victim_target_hr(setting, fake: Interactions | None, k: int = 10) -> float:
+    """Target HR@k of a plain MF victim trained on the synthetic setting plus ``fake``."""
+    from defenses import DEFENSES, TrainingData
+    from utils.metrics import Evaluator
+
+    cfg, split, targets = setting
+    train, n_users = split.train, split.n_users
+    if fake is not None:
+        train = Interactions.concat(train, Interactions(fake.users + n_users, fake.items,
+                                                        fake.ratings))
+        n_users += int(fake.users.max()) + 1
+    model, _ = DEFENSES["none"](None, cfg.model, "cpu", 7).fit(
+        TrainingData(train, split.val, n_users, split.n_items, split.scale))
+    return Evaluator(split, targets, k).evaluate(model).metrics[f"target_hr@{k}"]

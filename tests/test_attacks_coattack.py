@@ -18,9 +18,8 @@ from data.ratings import Interactions
 from defenses import DEFENSES, TrainingData
 from defenses.base import Defense
 from models.mf import MF
-from tests.conftest import make_context  # the module-scoped `setting` fixture is conftest's
+from tests.conftest import make_context, victim_target_hr  # `setting`: conftest's fixture
 from utils.config import ConfigError
-from utils.metrics import Evaluator
 from utils.seeding import numpy_rng, torch_generator
 
 # Module-scoped fixtures are built before conftest's per-test one-thread fixture runs.
@@ -35,18 +34,6 @@ def generate(name: str, ctx: ThreatContext, **extra) -> Interactions:
     cls = ATTACKS[name]
     options = {**FAST, **extra} if name in ("coattack", "gcoattack") else {}
     return cls(cls.parse_options(options)).generate(ctx)
-
-
-def victim_target_hr(setting, fake: Interactions | None) -> float:
-    cfg, split, targets = setting
-    train, n_users = split.train, split.n_users
-    if fake is not None:
-        train = Interactions.concat(train, Interactions(fake.users + n_users, fake.items,
-                                                        fake.ratings))
-        n_users += int(fake.users.max()) + 1
-    model, _ = DEFENSES["none"](None, cfg.model, "cpu", 7).fit(
-        TrainingData(train, split.val, n_users, split.n_items, split.scale))
-    return Evaluator(split, targets, K).evaluate(model).metrics[f"target_hr@{K}"]
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ from attacks import ATTACKS, AttackError
 from attacks.fingerprint import fingerprint
 from attacks.threat import ThreatContext
 from data.ratings import Interactions, RatingScale
-from defenses import DEFENSES, TrainingData
-from tests.conftest import make_context  # the module-scoped `setting` fixture is conftest's
-from utils.metrics import Evaluator
+from tests.conftest import make_context, victim_target_hr  # `setting`: conftest's fixture
 
 torch.set_num_threads(1)
 
@@ -39,18 +37,6 @@ def default_profiles(setting):
             memo[name] = (ctx, generate(name, ctx))
         return memo[name]
     return get
-
-
-def victim_target_hr(setting, fake: Interactions | None) -> float:
-    cfg, split, targets = setting
-    train, n_users = split.train, split.n_users
-    if fake is not None:
-        train = Interactions.concat(train, Interactions(fake.users + n_users, fake.items,
-                                                        fake.ratings))
-        n_users += int(fake.users.max()) + 1
-    model, _ = DEFENSES["none"](None, cfg.model, "cpu", 7).fit(
-        TrainingData(train, split.val, n_users, split.n_items, split.scale))
-    return Evaluator(split, targets, K).evaluate(model).metrics[f"target_hr@{K}"]
 
 
 @pytest.fixture(scope="module")

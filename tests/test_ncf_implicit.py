@@ -9,7 +9,6 @@ import torch
 from attacks import ATTACKS
 from attacks.threat import ThreatContext
 from data import load_dataset, split_ratings
-from data.ratings import Interactions
 from defenses import DEFENSES, TrainingData
 from models import build_model, ncf
 from models.base import Recommender

@@ -4,7 +4,6 @@ tables."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from data.ratings import Interactions
