@@ -41,7 +41,12 @@ DATASETS: dict[str, Callable] = {
 
 
 def load_dataset(cfg, seed: int = 0, name: str | None = None) -> RatingData:
-    """Load dataset ``name`` (default ``cfg.name``) with the options of config section ``cfg``."""
+    """Load dataset ``name`` (default ``cfg.name``) with the options of config section ``cfg``
+    (with ``cfg.split_files``: its fixed train / test split, ``data/loaders.py``)."""
+    split_files = getattr(cfg, "split_files", None)
+    if split_files is not None and split_files.train:
+        from .loaders import load_split_files
+        return load_split_files(cfg, name or cfg.name)
     return DATASETS[name or cfg.name](cfg, seed)
 
 

@@ -4,7 +4,8 @@ Users and items are re-indexed densely from 0 in ascending order of their raw id
 filtering, so ML-100K item k becomes k − 1, as in the TCD authors' files.
 
 ``load_file`` reads your own delimited ratings file (``dataset: file``; the ``dataset.*`` keys
-are documented in ``utils/config.py`` and the README).
+are documented in ``utils/config.py`` and the README); ``load_split_files`` a fixed train / test
+split from two such files (``dataset.split_files``, e.g. the TCD authors' files).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pandas as pd
 
 from .ratings import Interactions, RatingData, RatingScale
 from .sources import DatasetError
+from .split import PresplitData
 
 
 def _read_table(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
@@ -90,28 +92,28 @@ def _raw_ids(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return ids, integer
 
 
-def load_file(cfg) -> RatingData:
-    """``dataset: file``: any delimited ratings file (``cfg`` is the ``dataset`` section).
-
-    Lines are split on ``cfg.sep`` into ``cfg.columns`` (user, item, rating, timestamp are
-    read; other names and extra trailing fields are skipped; blank lines are skipped; with
-    ``cfg.header`` the first line is). Without a rating column every row is the top rating
-    (implicit feedback). A user–item pair given twice follows ``cfg.duplicates`` (file order);
-    then users with fewer than ``min_user_ratings`` ratings are dropped, then items with fewer
-    than ``min_item_ratings`` — once each, not until stable. Every problem is a one-line
-    :class:`DatasetError` naming the file, the line and the fix.
-    """
-    path = Path(cfg.path).expanduser()
+def _read_text(path: Path, key: str) -> str:
     if not path.is_file():
-        raise DatasetError(f"{path}: no such file; set dataset.path to your ratings file")
+        raise DatasetError(f"{path}: no such file; set {key} to your ratings file")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start}); save the ratings file "
                            "as UTF-8") from None
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read it ({exc.strerror}); check the file and "
-                           "dataset.path") from None
+                           f"{key}") from None
+
+
+def parse_ratings_file(path: Path, cfg, key: str = "dataset.path"
+                       ) -> tuple[dict[str, list[str]], np.ndarray, np.ndarray]:
+    """The lines of a delimited ratings file as read by ``dataset: file`` (``cfg`` is the
+    ``dataset`` section: sep, columns, header, max_rating, rating_steps): the user and item
+    tokens, the ratings on the file's scale (snapped to the grid; the top rating when there is
+    no rating column) and each row's line number. Every problem is a one-line
+    :class:`DatasetError` naming the file, the line and the fix (``key``: the config key that
+    names the file)."""
+    text = _read_text(path, key)
     sep, columns = decode_sep(cfg.sep), list(cfg.columns)
     # Vectorized string work (pandas), no Python loop over the lines.
     lines = pd.Series(text.split("\n"), dtype=str)
@@ -171,6 +173,41 @@ def load_file(cfg) -> RatingData:
         rating = np.round(level) * top / steps
     else:
         rating = np.full(len(fields), top)  # implicit feedback: every row is the top rating
+    return {col: tokens[col] for col in ("user", "item")}, rating, line_of
+
+
+def _drop_duplicates(path: Path, frame: pd.DataFrame, line_of: np.ndarray, duplicates: str
+                     ) -> tuple[pd.DataFrame, np.ndarray]:
+    """A user–item pair given twice in one file: an error, or keep the first / last."""
+    pairs = frame.duplicated(["user", "item"], keep="first").to_numpy()
+    if not pairs.any():
+        return frame, line_of
+    if duplicates == "error":
+        j = np.flatnonzero(pairs)[0]
+        u, i = frame["user"].iat[j], frame["item"].iat[j]
+        k = np.flatnonzero(((frame["user"] == u) & (frame["item"] == i)).to_numpy())[0]
+        raise DatasetError(
+            f"{path}: user {u} rates item {i} twice (lines {line_of[k]} and {line_of[j]}); "
+            "remove one, or set dataset.duplicates: first|last to keep one")
+    keep = ~frame.duplicated(["user", "item"], keep=duplicates).to_numpy()
+    return frame[keep], line_of[keep]
+
+
+def load_file(cfg) -> RatingData:
+    """``dataset: file``: any delimited ratings file (``cfg`` is the ``dataset`` section).
+
+    Lines are split on ``cfg.sep`` into ``cfg.columns`` (user, item, rating, timestamp are
+    read; other names and extra trailing fields are skipped; blank lines are skipped; with
+    ``cfg.header`` the first line is). Without a rating column every row is the top rating
+    (implicit feedback). A user–item pair given twice follows ``cfg.duplicates`` (file order);
+    then users with fewer than ``min_user_ratings`` ratings are dropped, then items with fewer
+    than ``min_item_ratings`` — once each, not until stable. Every problem is a one-line
+    :class:`DatasetError` naming the file, the line and the fix.
+    """
+    path = Path(cfg.path).expanduser()
+    tokens, rating, line_of = parse_ratings_file(path, cfg)
+    top = float(cfg.max_rating)
+    steps = int(cfg.rating_steps or round(top))
     ids = {}
     for col in ("user", "item"):
         ids[col], integer = _raw_ids(tokens[col])
@@ -178,16 +215,7 @@ def load_file(cfg) -> RatingData:
             raise DatasetError(f"{path}: line 1 looks like a header ({col} {tokens[col][0]!r} "
                                "among integer ids); set dataset.header: true")
     frame = pd.DataFrame({"user": ids["user"], "item": ids["item"], "rating": rating})
-    pairs = frame.duplicated(["user", "item"], keep="first").to_numpy()
-    if pairs.any():
-        if cfg.duplicates == "error":
-            j = np.flatnonzero(pairs)[0]
-            u, i = frame["user"].iat[j], frame["item"].iat[j]
-            k = np.flatnonzero(((frame["user"] == u) & (frame["item"] == i)).to_numpy())[0]
-            raise DatasetError(
-                f"{path}: user {u} rates item {i} twice (lines {line_of[k]} and {line_of[j]}); "
-                "remove one, or set dataset.duplicates: first|last to keep one")
-        frame = frame.drop_duplicates(["user", "item"], keep=cfg.duplicates)
+    frame, line_of = _drop_duplicates(path, frame, line_of, cfg.duplicates)
     for col, least in (("user", cfg.min_user_ratings), ("item", cfg.min_item_ratings)):
         if least > 1:
             frame = frame[frame.groupby(col)["rating"].transform("size") >= least]
@@ -197,3 +225,128 @@ def load_file(cfg) -> RatingData:
                     f"{col} has {least} ratings{' from the users kept' if col == 'item' else ''}"
                     f"); lower dataset.min_{col}_ratings")
     return reindex("file", frame, top, steps)
+
+
+# ----------------------------------------------------------------------------- split files
+
+# The built-in datasets after preprocessing (protocol.md §1): users, items, rating levels and
+# the top rating of their own scale. Split files of these datasets in the authors' format hold
+# 0-based indices into these tables (ML-100K item k is k − 1, as in ``greensun0830/TCD``).
+DATASET_TABLES = {"ml-100k": (943, 1682, 5, 5.0), "filmtrust": (796, 2011, 8, 4.0),
+                  "ml-1m": (6040, 3706, 5, 5.0)}
+
+
+def load_split_files(cfg, name: str) -> PresplitData:
+    """``dataset.split_files``: a fixed train / test split read from two files (``cfg`` is the
+    ``dataset`` section; ``name`` the dataset the files split: a built-in name, or ``file``).
+
+    Both files are parsed like ``dataset: file`` (``sep``, ``columns``, ``header``,
+    ``max_rating``, ``rating_steps``; a pair given twice in one file follows ``duplicates``).
+    The default format is the TCD authors' ``Data/<ds>.train.rating`` / ``.test.rating``:
+    tab-separated ``user item rating``, 0-based ids, ratings stored as grid levels (FilmTrust
+    ×2: ``max_rating: 8, rating_steps: 8``). With ``split_files.ids: index`` (default) the ids
+    are kept as 0-based indices — below the dataset's table sizes for a built-in dataset, else
+    the tables end at the largest id; with ``ids: raw`` they are re-indexed from 0 in ascending
+    order over both files, like ``dataset: file``. The test file holds exactly one rating per
+    user of the training file. Every problem is a one-line :class:`SplitFilesError` (a config
+    error, exit code 2) naming the file, the line and the fix.
+    """
+    from .sources import SplitFilesError
+
+    files = cfg.split_files
+    top = float(cfg.max_rating)
+    steps = int(cfg.rating_steps or round(top))
+    table = DATASET_TABLES.get(name)
+    if table is not None and steps != table[2]:
+        raise SplitFilesError(
+            f"dataset.rating_steps: {name} has {table[2]} rating levels but its split files are "
+            f"read with {steps} (max_rating {top:g}); the TCD authors' files store ratings as "
+            f"levels 1..{table[2]}: set dataset.max_rating: {table[2]} and "
+            f"dataset.rating_steps: {table[2]}")
+    parts = {}
+    for role in ("train", "test"):
+        path = Path(getattr(files, role)).expanduser()
+        try:
+            tokens, rating, line_of = parse_ratings_file(path, cfg, f"dataset.split_files.{role}")
+        except SplitFilesError:
+            raise
+        except DatasetError as exc:
+            raise SplitFilesError(str(exc)) from None
+        parts[role] = [path, tokens, rating, line_of]
+    sizes = {}
+    if files.ids == "index":
+        for col, n_max in (("user", table and table[0]), ("item", table and table[1])):
+            for role in ("train", "test"):
+                path, tokens, _, line_of = parts[role]
+                ids, integer = _raw_ids(tokens[col])
+                if not integer.all() or ids.dtype.kind not in "iu":
+                    j = int(np.flatnonzero(~integer)[0]) if not integer.all() else 0
+                    header = " (a header line? set dataset.header: true)" if line_of[j] == 1 else ""
+                    raise SplitFilesError(
+                        f"{path}: line {line_of[j]} has {col} id {tokens[col][j]!r}, not a "
+                        f"0-based index{header}; set dataset.split_files.ids: raw to re-index "
+                        "the files' ids")
+                bad = np.flatnonzero((ids < 0) | ((ids >= n_max) if n_max else False))
+                if len(bad):
+                    j = bad[0]
+                    span = f"0..{n_max - 1} ({name} has {n_max} {col}s)" if n_max else "≥ 0"
+                    raise SplitFilesError(
+                        f"{path}: line {line_of[j]} has {col} id {ids[j]}, out of range: "
+                        f"0-based {col} ids lie in {span}; 1-based or raw ids: set "
+                        "dataset.split_files.ids: raw")
+                parts[role][1] = {**parts[role][1], col: ids}
+            sizes[col] = n_max or 1 + max(int(parts[r][1][col].max()) for r in parts)
+        raw_items = np.arange(sizes["item"], dtype=np.int64)
+    else:
+        raw_items = None
+        for col in ("user", "item"):
+            joined, _ = _raw_ids(parts["train"][1][col] + parts["test"][1][col])
+            uniq, index = np.unique(joined, return_inverse=True)
+            n_train = len(parts["train"][1][col])
+            parts["train"][1] = {**parts["train"][1], col: index[:n_train]}
+            parts["test"][1] = {**parts["test"][1], col: index[n_train:]}
+            sizes[col] = len(uniq)
+            if col == "item":
+                raw_items = uniq.astype(str) if uniq.dtype.kind in "OUS" else uniq.astype(np.int64)
+    frames = {}
+    for role in ("train", "test"):
+        path, ids, rating, line_of = parts[role]
+        frame = pd.DataFrame({"user": np.asarray(ids["user"], dtype=np.int64),
+                              "item": np.asarray(ids["item"], dtype=np.int64),
+                              "rating": rating, "line": line_of})
+        try:
+            frame, _ = _drop_duplicates(path, frame, line_of, cfg.duplicates)
+        except DatasetError as exc:
+            raise SplitFilesError(str(exc)) from None
+        frames[role] = frame
+    (train_path, *_), (test_path, *_) = parts["train"], parts["test"]
+    train, test = frames["train"], frames["test"]
+    both = train.merge(test, on=["user", "item"], suffixes=("_train", "_test"))
+    if len(both):
+        rec = {k: int(v) for k, v in both.sort_values("line_test").iloc[0].items()
+               if k != "rating_train" and k != "rating_test"}
+        raise SplitFilesError(
+            f"user {rec['user']} rates item {rec['item']} in both {train_path} (line "
+            f"{rec['line_train']}) and {test_path} (line {rec['line_test']}); a held-out "
+            "rating must not be in training: remove one of them")
+    twice = test.duplicated("user", keep="first").to_numpy()
+    if twice.any():
+        j = np.flatnonzero(twice)[0]
+        u = test["user"].iat[j]
+        first = test["line"].to_numpy()[np.flatnonzero(test["user"].to_numpy() == u)[0]]
+        raise SplitFilesError(
+            f"{test_path}: user {u} has two test rows (lines {first} and {test['line'].iat[j]}); "
+            "the split holds one held-out rating per user (leave-one-out): keep one")
+    missing = ~np.isin(train["user"].to_numpy(), test["user"].to_numpy())
+    if missing.any():
+        j = np.flatnonzero(missing)[0]
+        raise SplitFilesError(
+            f"{test_path}: user {train['user'].iat[j]} has no test row (its first training row "
+            f"is line {train['line'].iat[j]} of {train_path}); every user of the training file "
+            "needs its held-out rating: add it, or remove the user's training rows")
+    inter = Interactions(np.concatenate([train["user"], test["user"]]),
+                         np.concatenate([train["item"], test["item"]]),
+                         np.concatenate([train["rating"], test["rating"]]) / top)
+    scale = RatingScale(table[3], steps) if table is not None else RatingScale(top, steps)
+    return PresplitData(name, inter, sizes["user"], sizes["item"], scale, raw_items,
+                        test_rows=np.arange(len(train), len(inter), dtype=np.int64))

@@ -23,6 +23,17 @@ class DatasetError(RuntimeError):
     """A dataset problem; the message is one line naming the file and the fix."""
 
 
+def _config_error() -> type:
+    from utils.config import ConfigError  # utils.config imports data only inside functions
+    return ConfigError
+
+
+class SplitFilesError(DatasetError, _config_error()):
+    """A problem of ``dataset.split_files`` (an id out of range, a pair in both files, a user
+    without a test row …): one line naming the file, the line and the fix. It is also a
+    ``ConfigError``, so ``main.py`` reports it like a config error (exit code 2)."""
+
+
 @dataclass(frozen=True)
 class RawSource:
     folder: str            # sub-folder of the data root holding the files

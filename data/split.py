@@ -1,20 +1,63 @@
-"""Train / validation / test split (protocol.md §2), fully vectorized and fixed by the seed."""
+"""Train / validation / test split (protocol.md §2), fully vectorized and fixed by the seed.
+
+Besides the package's split (one random *positive* per user for test, the rest 9:1 into train
+and validation), two switches reproduce the TCD authors' protocol (paper-tables.md):
+
+* ``split.test_item: any`` — the held-out rating of a user may have any value (the authors'
+  leave-one-out files), not only a positive one;
+* a fixed split read from files (``dataset.split_files``, ``data/loaders.py``): the data is a
+  :class:`PresplitData` whose ``test_rows`` are the test file's rows; validation is still
+  drawn from the training rows (none when ``evaluation.select_on: test``).
+
+:func:`write_split_files` writes a split in the authors' file format (tab-separated ``user item
+rating``, 0-based ids, ratings as grid levels); ``benchmarks/write_split_files.py`` writes the
+split of a config, e.g. to check a round trip::
+
+    python benchmarks/write_split_files.py --out /tmp/split dataset=ml-100k split.test_item=any \\
+        evaluation.select_on=test
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .ratings import Interactions, RatingData, Split
 
+TEST_ITEMS = ("positive", "any")
+
+
+@dataclass
+class PresplitData(RatingData):
+    """A dataset with a fixed test set (``dataset.split_files``): ``test_rows`` index the
+    interactions that are held out (one per user), the others are the training file's."""
+
+    test_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64),
+                                  repr=False)
+
 
 def split_ratings(data: RatingData, rng: np.random.Generator, positive_threshold: float = 0.8,
-                  val_fraction: float = 0.1, feedback: str = "explicit") -> Split:
-    """One random positive per user for test; the rest 9:1 into train and validation."""
+                  val_fraction: float = 0.1, feedback: str = "explicit",
+                  test_item: str = "positive") -> Split:
+    """One random positive per user for test (``test_item: any``: one random rating of any
+    value); the rest into train and validation (a ``val_fraction`` of it, 0: no validation).
+
+    With a :class:`PresplitData` the test ratings are its ``test_rows`` (``positive``: only a
+    positive one counts; a user whose held-out rating is not positive has no test item and that
+    rating is used nowhere), and validation is drawn from the other rows.
+    """
+    if test_item not in TEST_ITEMS:
+        raise ValueError(f"test_item '{test_item}' is unknown; use one of {TEST_ITEMS}")
     inter = data.interactions
     n = len(inter)
     keys = rng.random(n)
-    positive = np.flatnonzero(inter.ratings >= positive_threshold - 1e-6)
-    # Among each user's positives, the one with the largest random key is the test rating.
-    order = positive[np.lexsort((-keys[positive], inter.users[positive]))]
+    fixed = getattr(data, "test_rows", None)
+    candidates = np.arange(n) if fixed is None else np.asarray(fixed, dtype=np.int64)
+    if test_item == "positive":
+        candidates = candidates[inter.ratings[candidates] >= positive_threshold - 1e-6]
+    # Among each user's candidates, the one with the largest random key is the test rating.
+    order = candidates[np.lexsort((-keys[candidates], inter.users[candidates]))]
     first_users, first_pos = np.unique(inter.users[order], return_index=True)
     test_rows = order[first_pos]
     test_items = np.full(data.n_users, -1, dtype=np.int64)
@@ -23,6 +66,8 @@ def split_ratings(data: RatingData, rng: np.random.Generator, positive_threshold
     test_ratings[first_users] = inter.ratings[test_rows]
     rest = np.ones(n, dtype=bool)
     rest[test_rows] = False
+    if fixed is not None:
+        rest[fixed] = False   # a test file's rows never train, counted or not
     rest_rows = np.flatnonzero(rest)
     perm = rng.permutation(len(rest_rows))
     n_val = int(round(val_fraction * len(rest_rows)))
@@ -61,3 +106,37 @@ def split_fake_rows(fake: Interactions, rng: np.random.Generator, val_fraction: 
     rank[order] = np.arange(n) - starts[fake.users[order]]
     is_val = rank < n_val[fake.users]
     return fake.subset(~is_val), fake.subset(is_val)
+
+
+def held_out_interactions(split: Split) -> Interactions:
+    """The held-out test ratings as interactions (one per user with a test item): the data a
+    model is selected on with ``evaluation.select_on: test`` (ratings 1 on implicit feedback)."""
+    users = np.flatnonzero(split.test_items >= 0)
+    ratings = (np.ones(len(users)) if split.feedback == "implicit"
+               else split.test_ratings[users])
+    return Interactions(users, split.test_items[users], ratings)
+
+
+def write_split_files(split: Split, train_path: str | Path, test_path: str | Path) -> None:
+    """Write ``split`` in the TCD authors' format: tab-separated ``user item rating`` lines,
+    0-based ids, ratings as grid levels 1..steps (MovieLens 1–5, FilmTrust ×2: 1–8). The
+    training file holds the training and validation rows (validation is drawn again when the
+    files are read); the test file one row per user with a test item. Read them back with
+    ``dataset.split_files`` (``max_rating`` = ``rating_steps`` = the steps)."""
+    steps = split.scale.steps
+    train = Interactions.concat(split.train, split.val)
+    order = np.lexsort((train.items, train.users))
+    test = held_out_interactions(split)
+
+    def lines(inter: Interactions, rows) -> str:
+        levels = np.round(inter.ratings[rows].astype(np.float64) * steps)
+        return "".join(f"{u}\t{i}\t{r:.1f}\n" for u, i, r in
+                       zip(inter.users[rows].tolist(), inter.items[rows].tolist(),
+                           levels.tolist()))
+
+    for path, text in ((train_path, lines(train, order)),
+                       (test_path, lines(test, np.arange(len(test))))):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+

@@ -30,7 +30,8 @@ from .base import Defense, TrainingData
 
 @dataclass
 class AdversarialOptions:
-    eps: float = 0.03          # TCD paper: "0.03 is selected as a compromise"
+    eps: float = 0.03          # TCD paper: "0.03 is selected as a compromise"; the authors'
+                               # code runs 0.05 (configs/tcd_paper_protocol.yaml)
     adv_weight: float = 1.0
     warmup: int = 5            # T_pre_adv: plain epochs before the adversarial term starts
 

@@ -44,6 +44,22 @@ class SyntheticConfig:
 
 
 @dataclass
+class SplitFilesConfig:
+    """``dataset.split_files``: a fixed train / test split read from two files, as the TCD
+    authors ran it (``greensun0830/TCD`` ``Data/<ds>.train.rating`` / ``.test.rating``: tab-
+    separated ``user item rating``, 0-based ids, FilmTrust ratings ×2 — read those with
+    ``dataset.max_rating: 8, dataset.rating_steps: 8``). Parsed like ``dataset: file`` (its
+    sep / columns / header / max_rating / rating_steps / duplicates keys); works with a built-in
+    dataset name (ids below its table sizes; tables keep the name) or ``file``. One test row
+    per user of the training file; validation is drawn from the training file as usual (none
+    with ``evaluation.select_on: test``). Not the default: a fixed split has no per-seed split
+    variance and holds out ratings of any value (protocol.md §2)."""
+    train: str | None = None
+    test: str | None = None
+    ids: str = "index"  # index: 0-based indices, kept | raw: re-indexed from 0 over both files
+
+
+@dataclass
 class DatasetConfig:
     name: str | list[str] = "ml-100k"
     root: str | None = None  # folder of raw files; else $ROBUSTREC_DATA; else download
@@ -64,6 +80,8 @@ class DatasetConfig:
     min_user_ratings: int = field(default=1, metadata=_range(1))
     min_item_ratings: int = field(default=1, metadata=_range(1))
     duplicates: str = "error"  # a user–item pair given twice: error | first | last (file order)
+    # A fixed train / test split from two files (SplitFilesConfig above; data/loaders.py).
+    split_files: SplitFilesConfig = field(default_factory=SplitFilesConfig)
 
 
 @dataclass
@@ -73,6 +91,10 @@ class SplitConfig:
     # Where fake users' rows go: "train" (the papers' protocol: training data only) or
     # "platform" (split into training and validation like a real user's; threat-model.md §1).
     fake_rows: str = "train"
+    # The held-out test rating of each user: "positive" (protocol.md §2: HR@K asks whether a
+    # liked item is ranked, so users without a positive rating have no test item) or "any"
+    # (one rating of any value: the TCD authors' leave-one-out files, for reproduction).
+    test_item: str = "positive"
 
 
 @dataclass
@@ -110,6 +132,19 @@ class ModelConfig:
     lr: float = field(default=1e-3, metadata=_range(0, lo_open=True))
     reg: float = field(default=0.005, metadata=_range(0))
     optimizer: str = "adam"
+    # ``model.profile: <name>`` is not a field: it sets optimizer, lr and reg to the named
+    # profile's values (MODEL_PROFILES below) while the config is built, so the resolved
+    # config records the values; one of the three set to another value beside it is an error.
+
+
+# Named (optimizer, lr, reg) sets for ``model.profile``. ``tcd_authors``: the TCD authors' last
+# code (greensun0830/TCD, models/pure_SVD.py): tf.train.AdadeltaOptimizer(20.) (TensorFlow 1's
+# rho 0.95 and epsilon 1e-8, as models/trainer.py sets for Adadelta) and L2 1e-4 per element.
+# Not the default: the paper's text says Adam (1e-3) and 0.005 (protocol.md §3).
+MODEL_PROFILES = {
+    "tcd_authors": {"optimizer": "adadelta", "lr": 20.0, "reg": 1e-4},
+}
+PROFILE_KEYS = ("optimizer", "lr", "reg")
 
 
 @dataclass
@@ -126,6 +161,12 @@ class EvaluationConfig:
     # from the cell's, and report the mean of each metric: the NDSS protocol retrains its
     # victim 30 times, because one NeuMF's target HR@10 at 1% varies ~10× across inits.
     retrains: int = field(default=1, metadata=_range(1, 1000))
+    # Which data picks each model's best epoch: "validation" (protocol.md §2) or "test" — the
+    # TCD authors' code keeps the epoch of smallest *test* MSE (greensun0830/TCD,
+    # models/pure_SVD.py). Reproduction only: selecting on the test set biases every test
+    # metric upwards, so the run logs a warning, cells record "selected_on": "test" in their
+    # defense_info and the split has no validation rows (all non-test rows train).
+    select_on: str = "validation"
 
 
 @dataclass
@@ -163,6 +204,9 @@ def for_dataset(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
     layer = cfg.by_dataset.get(name)
     if not layer:
         return cfg
+    model = layer.get("model")
+    if isinstance(model, dict) and "profile" in model:  # before the merge adds lr and reg
+        layer = {**layer, "model": expand_model_profile(model, f"by_dataset.{name}.model.")}
     tree = _merge(to_dict(cfg), layer)
     tree["by_dataset"] = {}
     tree["dataset"]["name"] = cfg.dataset.name
@@ -242,6 +286,26 @@ def unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
     return ConfigError(f"{where}{key}: unknown key; {hint}")
 
 
+def expand_model_profile(data: dict, prefix: str = "model.") -> dict:
+    """A ``model`` mapping with its ``profile`` replaced by the profile's optimizer, lr and
+    reg. An unknown profile, or a profile given with one of those keys at a value that is
+    neither its default (as ``config.yaml`` spells them out) nor the profile's, is a
+    ConfigError."""
+    data = dict(data)
+    name = data.pop("profile")
+    if name is None:
+        return data
+    _check_name(str(name), sorted(MODEL_PROFILES), f"{prefix}profile")
+    defaults = ModelConfig()
+    given = [key for key in PROFILE_KEYS if key in data and data[key] not in (
+        getattr(defaults, key), MODEL_PROFILES[name][key])]
+    if given:
+        raise ConfigError(f"{prefix}profile: profile '{name}' sets {', '.join(PROFILE_KEYS)}; "
+                          f"remove {prefix}{given[0]}, or drop the profile and set the three "
+                          "keys yourself")
+    return {**data, **MODEL_PROFILES[name]}
+
+
 def build(cls: type, data: Any, where: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
     if data is None:
@@ -253,10 +317,13 @@ def build(cls: type, data: Any, where: str = "") -> Any:
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     prefix = f"{where}." if where else ""
+    if cls is ModelConfig and "profile" in data:
+        data = expand_model_profile(data, prefix)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise unknown_key_error(str(key), names, prefix)
+            raise unknown_key_error(str(key), names + ["profile"] * (cls is ModelConfig),
+                                    prefix)
         fld = next(f for f in dataclasses.fields(cls) if f.name == key)
         coerced = _coerce(value, hints[key], prefix + key)
         _check_range(coerced, fld.metadata, prefix + key)
@@ -400,7 +467,24 @@ def _check_file_dataset(d: DatasetConfig) -> None:
     from data.loaders import decode_sep
 
     names = as_list(d.name)
-    if "file" in names and not d.path:
+    f = d.split_files
+    if bool(f.train) != bool(f.test):
+        given, missing = ("train", "test") if f.train else ("test", "train")
+        raise ConfigError(f"dataset.split_files.{missing}: split_files.{given} is set; a fixed "
+                          f"split needs both files (dataset.split_files.{missing}=/path)")
+    if f.train:
+        _check_name(f.ids, ["index", "raw"], "dataset.split_files.ids")
+        if d.path:
+            raise ConfigError("dataset.path: dataset.split_files replaces it (the data are the "
+                              "two files); remove dataset.path")
+        if "synthetic" in names:
+            raise ConfigError("dataset.split_files: the synthetic dataset is generated, not "
+                              "read; set dataset to the files' dataset (e.g. ml-100k or file)")
+        for key in ("min_user_ratings", "min_item_ratings"):
+            if getattr(d, key) != 1:
+                raise ConfigError(f"dataset.{key}: a filter would change the fixed split of "
+                                  "dataset.split_files; filter the files instead (set it to 1)")
+    if "file" in names and not d.path and not f.train:
         raise ConfigError("dataset.path: dataset 'file' reads your own ratings file; set "
                           "dataset.path=/path/to/ratings (README: Your own ratings file)")
     if d.path and "file" not in names:
@@ -449,6 +533,12 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_name(cfg.model.optimizer, ["adam", "adadelta", "sgd"], "model.optimizer")
     _check_name(cfg.device, ["auto", "cpu", "cuda"], "device")
     _check_name(cfg.split.fake_rows, ["train", "platform"], "split.fake_rows")
+    _check_name(cfg.split.test_item, ["positive", "any"], "split.test_item")
+    _check_name(cfg.evaluation.select_on, ["validation", "test"], "evaluation.select_on")
+    if cfg.evaluation.select_on == "test" and cfg.split.fake_rows == "platform":
+        raise ConfigError("split.fake_rows: 'platform' puts fake rows in validation, and "
+                          "evaluation.select_on: test has no validation; use split.fake_rows: "
+                          "train")
     for kind in as_list(cfg.targets.kind):
         _check_name(kind, ["random", "unpopular", "list"], "targets.kind")
     if "list" in as_list(cfg.targets.kind):

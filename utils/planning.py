@@ -155,7 +155,11 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     cfg = for_dataset(cfg, cell.dataset)
     c = to_dict(cfg)
     dataset = {k: v for k, v in c["dataset"].items() if k not in ("name", "root", "cache_dir")}
-    if cell.dataset == "file":  # your own file: its keys and its content
+    files = dataset.pop("split_files", None) or {}
+    if files.get("train"):  # a fixed split (dataset.split_files): how it is read, its contents
+        dataset["split_files"] = {**files, "sha256": [dataset_file_digest(files["train"]),
+                                                      dataset_file_digest(files["test"])]}
+    elif cell.dataset == "file":  # your own file: its keys and its content
         dataset["sha256"] = dataset_file_digest(cfg.dataset.path)
     else:  # keys only `dataset: file` reads: the built-in datasets' cells keep their keys
         dataset = {k: v for k, v in dataset.items() if k not in FILE_DATASET_KEYS}
@@ -169,10 +173,12 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
                                   attack_options)
     # One training (the default) keeps the keys of cells computed before ``retrains`` existed.
     evaluation = {k: v for k, v in c["evaluation"].items()
-                  if not (k == "retrains" and v == 1)}
+                  if not (k == "retrains" and v == 1)
+                  and not (k == "select_on" and v == "validation")}
     # Options added later are keyed only away from their defaults (earlier cells keep keys).
     split_cfg = {k: v for k, v in c["split"].items()
-                 if not (k == "fake_rows" and v == "train")}
+                 if not (k == "fake_rows" and v == "train")
+                 and not (k == "test_item" and v == "positive")}
     # Added later, keyed only away from their defaults (earlier cells keep their keys).
     if not (cell.target_kind == "list" and targets.get("id_space") == "raw"):
         targets.pop("id_space", None)   # the old meaning: list cells held 0-based indices

@@ -12,6 +12,7 @@ before it in the same process.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from dataclasses import asdict
@@ -26,7 +27,7 @@ from attacks.poison_file import export_poison
 from attacks.threat import (AttackError, ThreatContext, filler_size_of, knowledge_view,
                             n_fake_users, select_targets)
 from data import load_dataset, split_ratings
-from data.split import split_fake_rows
+from data.split import held_out_interactions, split_fake_rows
 from data.ratings import Interactions, RatingData, Split
 from defenses import DEFENSES, TrainingData
 from models import build_model
@@ -65,6 +66,11 @@ class Workspace:
         self._evaluators: dict = {}
         self._origin_model: dict = {}
         self._origin_eval: dict = {}
+        if cfg.evaluation.select_on == "test":
+            logging.getLogger(__name__).warning(
+                "evaluation.select_on: test — every model keeps the epoch of smallest TEST MSE "
+                "(the TCD authors' code), which biases the test metrics upwards: for "
+                "reproduction only, never for conclusions")
 
     def repeat_seed(self, repeat: int) -> int:
         return derive_seed(self.cfg.seed, "repeat", repeat)
@@ -78,9 +84,11 @@ class Workspace:
         key = (name, repeat)
         if key not in self._splits:
             s = self.cfg.split
+            # Selection on the test set: no validation rows, every non-test row trains.
+            val_fraction = 0.0 if self.cfg.evaluation.select_on == "test" else s.val_fraction
             self._splits[key] = split_ratings(
                 self.data(name), numpy_rng(self.repeat_seed(repeat), "split", name),
-                s.positive_threshold, s.val_fraction, self.cfg.dataset.feedback)
+                s.positive_threshold, val_fraction, self.cfg.dataset.feedback, s.test_item)
         return self._splits[key]
 
     def targets(self, name: str, repeat: int, kind: str) -> np.ndarray:
@@ -115,6 +123,8 @@ class Workspace:
         ``platform`` splits each fake user's rows like a real user's, by a draw fixed per
         attack setting (every defense of a cell sees the same rows)."""
         train, val, n_users = split.train, split.val, split.n_users
+        if self.cfg.evaluation.select_on == "test":
+            val = held_out_interactions(split)   # the defense selects its epoch on the test set
         if fake is not None and len(fake):
             shifted = Interactions(fake.users + split.n_users, fake.items, fake.ratings)
             if self.cfg.split.fake_rows == "platform":
@@ -151,7 +161,7 @@ class Workspace:
         seed = self.origin_seed(name, repeat)
         data = self.training_data(split, None)
         ckey = content_key("origin", split.train.users, split.train.items, split.train.ratings,
-                           split.val.users, split.val.items, split.val.ratings, split.n_users,
+                           data.val.users, data.val.items, data.val.ratings, split.n_users,
                            split.n_items, repr(split.scale), split.feedback, asdict(mcfg), seed,
                            cell_sources_digest(None, UNDEFENDED))
         path = self.cache / "models" / f"origin-{model}-{ckey}.npz"
@@ -376,6 +386,8 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         row[f"target_hr@{k}_per_retrain"] = " ".join(
             f"{res.metrics[f'target_hr@{k}']:.6g}" for res in results)
     row["best_epoch"] = info.get("best_epoch")
+    if cfg.evaluation.select_on == "test":
+        info = {**info, "selected_on": "test"}   # marks the cell as selected on the test set
     row["defense_info"] = json.dumps({k: v for k, v in info.items() if k != "best_epoch"},
                                      sort_keys=True, default=jsonable)
     row.update(timings)
