@@ -116,3 +116,18 @@ def test_batched_evaluation_matches_single_batch(case):
     a = Evaluator(split, np.array([4, 5]), k=2, batch_users=1).evaluate(model).metrics
     b = Evaluator(split, np.array([4, 5]), k=2, batch_users=100).evaluate(model).metrics
     assert a == b
+
+
+def test_stored_outcomes_reproduce_the_metrics(case):
+    """The per-user outcomes a cell stores (what the intervals resample) give back its HR@K,
+    target HR@K and target HR@K over all pairs exactly."""
+    from utils.uncertainty import metric_value
+
+    split, model = case
+    res = Evaluator(split, np.array([4, 5]), k=2).evaluate(model)
+    outcomes = res.outcomes(2)
+    assert outcomes["target_hit"].shape == (split.n_users, 2)
+    assert np.isnan(outcomes["target_hit"][~res.eligible]).all()
+    for metric, name in (("hr", "hr@2"), ("target_hr", "target_hr@2"),
+                         ("target_hr_all", "target_hr_all@2")):
+        assert metric_value(outcomes, metric) == pytest.approx(res.metrics[name])

@@ -167,3 +167,16 @@ def test_pseudo_rate_sweep_draws_target_hr_vs_rate(tmp_path):
     assert "target_hr_vs_tcd_pseudo_rate_ml-100k.png" in [p.name for p in paths]
     md = (tmp_path / "tables.md").read_text()
     assert "random: TCD (pseudo_rate=0.2)" in md and "random: TCD (pseudo_rate=1.0)" in md
+
+
+def test_tables_say_when_models_were_selected_on_the_test_set(tmp_path):
+    runs = known_runs()
+    plain = tmp_path / "plain"
+    reporting.report(plain, runs, None, K, "e")
+    assert "TEST SET" not in (plain / "tables.md").read_text()
+    runs.loc[runs.defense == "tcd", "defense_info"] = '{"selected_on": "test"}'
+    marked = tmp_path / "marked"
+    reporting.report(marked, runs, None, K, "e")
+    assert (marked / "tables.md").read_text().startswith(
+        "# e — MODEL SELECTION ON THE TEST SET")
+    assert "MODEL SELECTION ON THE TEST SET" in (marked / "tables.tex").read_text()

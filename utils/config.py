@@ -170,6 +170,17 @@ class EvaluationConfig:
 
 
 @dataclass
+class ReportConfig:
+    """How the tables state uncertainty (``utils/uncertainty.py``, ``utils/summary.py``); not
+    part of any cell's key: change it and rebuild (``python main.py --rebuild``)."""
+    level: float = field(default=0.95, metadata=_range(0, 1, lo_open=True, hi_open=True))
+    bootstrap: int = field(default=1000, metadata=_range(100, 100000))
+    # RI and success reduction are shown only where the attack's gain over Origin (target HR)
+    # is at least this and its interval excludes 0.
+    min_gain: float = field(default=0.01, metadata=_range(0, 1))
+
+
+@dataclass
 class ExperimentConfig:
     experiment: str = "default"
     seed: int = field(default=0, metadata=_range(0))
@@ -190,13 +201,14 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # Per-dataset layers over the rest of the config, for settings the papers fix per dataset
     # (``by_dataset: {filmtrust: {defense: {options: {tcd: {t_pre: 1}}}}}``); the sections
     # that define the grid itself (experiment, seed, repeats, dataset.name) cannot vary.
     by_dataset: dict = field(default_factory=dict)
 
 
-FIXED_ACROSS_DATASETS = ("experiment", "seed", "repeats", "results_dir", "by_dataset")
+FIXED_ACROSS_DATASETS = ("experiment", "seed", "repeats", "results_dir", "by_dataset", "report")
 
 
 def for_dataset(cfg: ExperimentConfig, name: str) -> ExperimentConfig:

@@ -11,7 +11,8 @@ feedback when the experiment has several):
 - ``target_hr_vs_<defense>_<option>_<block>.png`` — TCD Fig. 4 when ``<defense>_<option>`` is
   ``tcd_pseudo_rate``: target HR vs a swept defense option, with the undefended and Origin
   levels for reference;
-- ``target_hr_bars_<block>.png`` — target HR per attack and defense (Origin as a line);
+- ``target_hr_bars_<block>.png`` — target HR per attack and defense with the cells'
+  confidence intervals as error bars (Origin as a line);
 - ``attack_hr_vs_knowledge_cost_<block>.png`` — TCD Table 2 as a figure (no defense);
 - ``target_hr_vs_attack_size_<block>.png`` — the NDSS comparison (no defense).
 """
@@ -155,7 +156,16 @@ def _line_panels(summary: pd.DataFrame, kinds: list[str], rows: list, y_col: str
             for label, select, style in series(part):
                 points = select.sort_values("_x") if "_x" in select else select
                 points = points[~points[y_col].isna()] if y_col in points else points
-                if len(points):
+                if not len(points):
+                    continue
+                low, high = (y_col.replace("_mean", "_low"), y_col.replace("_mean", "_high"))
+                if y_col.endswith("_mean") and low in points and points[low].notna().any():
+                    # The cells' confidence intervals (summary.csv) as error bars.
+                    below = (points[y_col] - points[low]).clip(lower=0).fillna(0)
+                    above = (points[high] - points[y_col]).clip(lower=0).fillna(0)
+                    ax.errorbar(points["_x"], points[y_col], yerr=[below, above], marker="o",
+                                capsize=2, label=label, **style)
+                else:
                     ax.plot(points["_x"], points[y_col], marker="o", label=label, **style)
             if reference is not None:
                 for label, value, style in reference(part):
@@ -261,6 +271,19 @@ def _number(text):
         return None
 
 
+def _error_bar(hit: pd.DataFrame, y: str, mean: float) -> tuple[float, float]:
+    """The cell's confidence interval as distances below and above its mean (summary.csv's
+    ``<y>_low/_high``); ± std where a cell has no interval."""
+    if not len(hit) or math.isnan(mean):
+        return 0.0, 0.0
+    low = float(hit[f"{y}_low"].iloc[0]) if f"{y}_low" in hit else np.nan
+    high = float(hit[f"{y}_high"].iloc[0]) if f"{y}_high" in hit else np.nan
+    if not (math.isnan(low) or math.isnan(high)):
+        return max(mean - low, 0.0), max(high - mean, 0.0)
+    std = float(hit[f"{y}_std"].iloc[0])
+    return (0.0, 0.0) if math.isnan(std) else (std, std)
+
+
 def bars_figure(summary: pd.DataFrame, k: int, kinds: list[str]):
     y = f"target_hr@{k}"
     attacked = summary[summary.attack != ORIGIN]
@@ -282,16 +305,18 @@ def bars_figure(summary: pd.DataFrame, k: int, kinds: list[str]):
         ax = axes[c][0]
         part = summary[summary.target_kind == kind]
         for n, variant in enumerate(variants):
-            means, errs = [], []
+            means, errs = [], [[], []]
             for s in settings:
                 hit = part[(part.attack == s[0]) & (part.attack_size == s[1])
                            & (part.knowledge_cost == s[2]) & (part.attack_params == s[3])
                            & (part.defense == variant[0]) & (part.defense_params == variant[1])]
-                means.append(float(hit[f"{y}_mean"].iloc[0]) if len(hit) else np.nan)
-                std = float(hit[f"{y}_std"].iloc[0]) if len(hit) else np.nan
-                errs.append(0.0 if math.isnan(std) else std)
+                mean = float(hit[f"{y}_mean"].iloc[0]) if len(hit) else np.nan
+                means.append(mean)
+                below, above = _error_bar(hit, y, mean)
+                errs[0].append(below)
+                errs[1].append(above)
             x = np.arange(len(settings)) + (n - (len(variants) - 1) / 2) * width
-            ax.bar(x, means, width, yerr=errs if any(errs) else None,
+            ax.bar(x, means, width, yerr=errs if any(errs[0] + errs[1]) else None,
                    label=_variant_label(*variant),
                    color=colors[variant], alpha=0.85, capsize=2)
         origin = part[(part.attack == ORIGIN) & (part.defense == UNDEFENDED)]

@@ -22,6 +22,15 @@ class EvalResult:
     target_scores: np.ndarray  # (n_real_users, n_targets) raw predicted scores
     target_ranks: np.ndarray   # (n_real_users, n_targets) 0-based ranks (masked: -1)
     eligible: np.ndarray       # (n_real_users, n_targets) bool
+    test_hit: np.ndarray | None = None  # (n_real_users,) float: 1 hit, 0 miss, NaN no test item
+
+    def outcomes(self, k: int) -> dict[str, np.ndarray]:
+        """Per-user outcomes behind HR@K and target HR@K (what the uncertainty intervals
+        resample, ``utils/uncertainty.py``): ``test_hit`` (U,) and ``target_hit`` (U, T),
+        1.0 hit, 0.0 miss, NaN where the user has no test item / the pair is not eligible."""
+        hit = ((self.target_ranks < k) & (self.target_ranks >= 0)).astype(np.float32)
+        return {"test_hit": np.asarray(self.test_hit, dtype=np.float32),
+                "target_hit": np.where(self.eligible, hit, np.nan).astype(np.float32)}
 
 
 class Evaluator:
@@ -110,7 +119,8 @@ class Evaluator:
             "avg_target_rank": float((t_ranks[elig] + 1).mean()) if elig.any() else float("nan"),
             "target_score": float(t_scores[elig].mean()) * scale if elig.any() else float("nan"),
         }
-        return EvalResult(metrics, t_scores, t_ranks, elig)
+        test_hit = np.where(has_test, test_rank < k, np.nan).astype(np.float32)
+        return EvalResult(metrics, t_scores, t_ranks, elig, test_hit)
 
 
 def prediction_shift(attacked: EvalResult, clean: EvalResult, max_rating: float) -> float:

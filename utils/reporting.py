@@ -37,23 +37,19 @@ import pandas as pd
 
 from utils.atomic import atomic_write_text
 from utils.config import ExperimentConfig, dump_yaml
-from utils.statistics import (mean_std_n, paired_p_value, robustness_improvement, stars,
-                              success_reduction)
+from utils.statistics import robustness_improvement, success_reduction
+from utils.summary import ID_COLUMNS, IntervalOptions, summarize, variant_name
 from utils.tables import (BASE, COORDS, ORIGIN, SETTING, UNDEFENDED, Table, Value, attack_label,
                           build_tables)
 
 log = logging.getLogger(__name__)
 
-ID_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_kind", "targets",
-              "attack", "attack_size", "knowledge_cost", "attack_params", "defense",
-              "defense_params", "repeat", "seed", "n_fake", "filler_size"]
 TEXT_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_kind", "targets",
                 "attack", "attack_params", "defense", "defense_params", "defense_info", "error"]
 FAILED_COLUMNS = COORDS + ["repeat", "cell", "error"]
 METRIC_ORDER = ["hr@", "ndcg@", "test_mse", "test_rmse", "target_hr@", "target_hr_all@",
                 "avg_target_rank", "target_score", "prediction_shift", "ri",
                 "success_reduction", "detect_", "best_epoch", "defense_info"]
-BASELINES = ("at", "rat")   # "the best baseline" of the TCD tables
 FLOAT_FORMAT = "%.8g"
 
 
@@ -92,12 +88,6 @@ def read_runs(source) -> pd.DataFrame:
     return frame
 
 
-def metric_columns(frame: pd.DataFrame) -> list[str]:
-    skip = set(ID_COLUMNS) | {"defense_info", "error"}
-    return [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])
-            and not c.startswith("seconds_")]
-
-
 def add_relative_metrics(runs: pd.DataFrame, k: int) -> pd.DataFrame:
     """Per seed: RI and attack-success reduction against the same seed's Origin and
     undefended cells (blank on clean-data rows)."""
@@ -116,120 +106,6 @@ def add_relative_metrics(runs: pd.DataFrame, k: int) -> pd.DataFrame:
     return runs
 
 
-# ----------------------------------------------------------------------------- summary
-
-def _key(values) -> tuple:
-    return tuple(values)
-
-
-def summarize(runs: pd.DataFrame, k: int, failed: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per cell over seeds (see the module docstring)."""
-    metrics = metric_columns(runs)
-    groups = {_key(key): group for key, group in runs.groupby(COORDS, sort=False, dropna=False)}
-    rows = []
-    for key, group in groups.items():
-        row = dict(zip(COORDS, key))
-        row["n_runs"] = len(group)
-        for m in metrics:
-            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = mean_std_n(group[m])
-        rows.append(row)
-    if failed is not None and len(failed):
-        for key, group in failed.groupby(COORDS, sort=False, dropna=False):
-            key = _key(key)
-            if key not in groups:
-                rows.append({**dict(zip(COORDS, key)), "n_runs": 0})
-    summary = pd.DataFrame(rows, columns=None if rows else COORDS + ["n_runs"])
-    if summary.empty:
-        return summary
-    _add_failures(summary, failed)
-    _add_relative_of_means(summary, k)
-    for metric, lower_is_better in ((f"target_hr@{k}", True), (f"hr@{k}", False)):
-        if metric in runs:
-            _add_significance(summary, groups, metric, lower_is_better)
-    return summary
-
-
-def _add_failures(summary: pd.DataFrame, failed: pd.DataFrame | None) -> None:
-    counts, errors = {}, {}
-    if failed is not None and len(failed):
-        for key, group in failed.groupby(COORDS, sort=False, dropna=False):
-            counts[_key(key)] = len(group)
-            errors[_key(key)] = " | ".join(dict.fromkeys(group["error"].astype(str)))
-    keys = [_key(r) for r in summary[COORDS].itertuples(index=False)]
-    summary["n_failed"] = [counts.get(key, 0) for key in keys]
-    summary["errors"] = [errors.get(key, "") for key in keys]
-
-
-def _add_relative_of_means(summary: pd.DataFrame, k: int) -> None:
-    """RI and success reduction computed from the mean target HRs (what the tables show)."""
-    col = f"target_hr@{k}_mean"
-    ri, sr = [], []
-    if col in summary:
-        records = summary.to_dict("records")
-        origin = {tuple(r[c] for c in BASE): r[col] for r in records
-                  if r["attack"] == ORIGIN and r["defense"] == UNDEFENDED}
-        undefended = {tuple(r[c] for c in SETTING): r[col] for r in records
-                      if r["defense"] == UNDEFENDED}
-        for r in records:
-            attacked = r["attack"] != ORIGIN
-            o = origin.get(tuple(r[c] for c in BASE), np.nan)
-            a = undefended.get(tuple(r[c] for c in SETTING), np.nan)
-            ri.append(robustness_improvement(r[col], a, o) if attacked else np.nan)
-            sr.append(success_reduction(r[col], a) if attacked else np.nan)
-    else:
-        ri = sr = [np.nan] * len(summary)
-    summary["ri_of_means"] = ri
-    summary["success_reduction_of_means"] = sr
-
-
-def _add_significance(summary: pd.DataFrame, groups: dict, metric: str,
-                      lower_is_better: bool) -> None:
-    """p-value of each defended cell against the best of AT and RAT in its attack setting
-    (by mean; the undefended cell when neither ran), paired over seeds; stars mark
-    significant improvements only."""
-    mean = f"{metric}_mean"
-    by_setting: dict[tuple, list[dict]] = {}
-    records = summary.to_dict("records")
-    for rec in records:
-        by_setting.setdefault(tuple(rec[c] for c in SETTING), []).append(rec)
-    names, pvalues, marks = [], [], []
-    for rec in records:
-        base = None
-        if rec["defense"] != UNDEFENDED and mean in rec:
-            peers = by_setting[tuple(rec[c] for c in SETTING)]
-            candidates = [p for p in peers if p["defense"] in BASELINES
-                          and not math.isnan(p.get(mean, np.nan))]
-            if candidates:
-                pick = min if lower_is_better else max
-                base = pick(candidates, key=lambda p: p[mean])
-            else:
-                base = next((p for p in peers if p["defense"] == UNDEFENDED), None)
-        if base is None or base is rec:
-            names.append("")
-            pvalues.append(np.nan)
-            marks.append("")
-            continue
-        mine = groups.get(tuple(rec[c] for c in COORDS))
-        theirs = groups.get(tuple(base[c] for c in COORDS))
-        p = np.nan
-        if mine is not None and theirs is not None:
-            a = mine.set_index("repeat")[metric]
-            b = theirs.set_index("repeat")[metric]
-            common = a.index.intersection(b.index)
-            p = paired_p_value(a.loc[common].to_numpy(), b.loc[common].to_numpy())
-        better = (rec[mean] < base[mean]) if lower_is_better else (rec[mean] > base[mean])
-        names.append(variant_name(base["defense"], base["defense_params"]))
-        pvalues.append(p)
-        marks.append(stars(p) if better else "")
-    summary[f"baseline_{metric}"] = names
-    summary[f"p_{metric}"] = pvalues
-    summary[f"stars_{metric}"] = marks
-
-
-def variant_name(defense: str, params: str) -> str:
-    return defense + (f" ({params})" if params else "")
-
-
 # ----------------------------------------------------------------------------- rendering
 
 def fmt(mean: float, std: float, n: int) -> str:
@@ -243,16 +119,21 @@ def _text(value: Value | None, n_mode: int, latex: bool) -> str:
         return ""
     if value.failed:
         return "failed"
-    if value.percent:
+    if value.ineffective:
+        text = "n.e." + ("$^{a}$" if latex else "ᵃ")
+    elif value.percent:
         text = f"{100 * value.mean:.1f}%"
-        return text.replace("%", r"\%") if latex else text
-    if value.n > 1 and not math.isnan(value.std):
-        text = (f"{value.mean:.4f} $\\pm$ {value.std:.4f}" if latex
-                else f"{value.mean:.4f} ± {value.std:.4f}")
+        text = text.replace("%", r"\%") if latex else text
     else:
         text = f"{value.mean:.4f}"
+        if not (math.isnan(value.low) or math.isnan(value.high)):
+            text += f" [{value.low:.4f}, {value.high:.4f}]"
+        elif value.n > 1 and not math.isnan(value.std):
+            text += f" $\\pm$ {value.std:.4f}" if latex else f" ± {value.std:.4f}"
     if value.stars:
         text += f"$^{{{value.stars}}}$" if latex else value.stars
+    if value.mark:
+        text += "$^{\\dagger}$" if latex else value.mark
     if value.n != n_mode and not value.derived:
         text += f" (n={value.n})"
     if value.note:
@@ -260,17 +141,32 @@ def _text(value: Value | None, n_mode: int, latex: bool) -> str:
     return text
 
 
-NOTE = ("Mean ± std (ddof 1) over {n} seed{s} unless marked (n=…). Stars: paired t-test "
-        "across seeds against the best of AT and RAT in the same attack setting (the undefended "
-        "model where neither ran); only improvements are marked: * p < 0.05, ** p < 0.01, "
-        "*** p < 0.001. RI = 1 − (HR_def − HR_origin) / (HR_attack − HR_origin) from the mean "
-        "target HRs, blank when the attack gained ≤ 1e-4; success reduction = 1 − "
-        "HR_def / HR_attack.")
+NOTE = ("Mean over {n} seed{s} unless marked (n=…) with its {level:g} % confidence interval "
+        "[low, high]: a two-stage bootstrap ({bootstrap} replicates) over the seeds and, within "
+        "each seed, the real users and the targets (± std over seeds where a cell has no "
+        "per-user outcomes). Stars: paired t-test across seeds against the best of AT and RAT "
+        "in the same attack setting (the undefended model where neither ran); only "
+        "improvements are marked: * p < 0.05, ** p < 0.01, *** p < 0.001. †: differs from the "
+        "undefended model of the same setting (paired t-test across seeds; with one seed a "
+        "t-test over the users' paired outcomes), Holm-corrected over all defended cells of a "
+        "dataset and target kind, at p < {alpha:g}. RI = 1 − (HR_def − HR_origin) / "
+        "(HR_attack − HR_origin) and success reduction = 1 − HR_def / HR_attack from the mean "
+        "target HRs, each beside Δ, the defense's change of the target HR from the undefended "
+        "model with its interval. ᵃ n.e.: the attack was not effective there — its gain over "
+        "Origin was below {min_gain:g} or its interval included 0 — so no ratio is shown and "
+        "the mean rows leave it out (\"k of n\" says how many they kept).")
+
+
+def _note(n_mode: int, options: IntervalOptions) -> str:
+    return NOTE.format(n=n_mode, s="" if n_mode == 1 else "s", level=100 * options.level,
+                       bootstrap=options.bootstrap, alpha=1 - options.level,
+                       min_gain=options.min_gain)
 
 
 def render_markdown(title: str, tables: list[Table], failed: pd.DataFrame | None,
-                    n_mode: int) -> str:
-    lines = [f"# {title}", "", NOTE.format(n=n_mode, s="" if n_mode == 1 else "s"), ""]
+                    n_mode: int, options: IntervalOptions | None = None) -> str:
+    options = options or IntervalOptions()
+    lines = [f"# {title}", "", _note(n_mode, options), ""]
     for table in tables:
         header = table.label_columns + [f"{g}: {c}" for g in table.groups for c in table.columns]
         lines += [f"## {table.title}", "", "| " + " | ".join(header) + " |",
@@ -302,7 +198,8 @@ def _attack_label(rec: dict) -> str:
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}", "±": r"$\pm$", "·": r"$\cdot$", "≤": r"$\leq$",
-                  "−": "-", "…": r"\ldots{}"}
+                  "−": "-", "…": r"\ldots{}", "Δ": r"$\Delta$",
+                  "†": r"$^{\dagger}$"}
 
 
 def latex_escape(text: str) -> str:
@@ -310,10 +207,11 @@ def latex_escape(text: str) -> str:
 
 
 def render_latex(title: str, tables: list[Table], failed: pd.DataFrame | None,
-                 n_mode: int) -> str:
+                 n_mode: int, options: IntervalOptions | None = None) -> str:
+    options = options or IntervalOptions()
     lines = [f"% {title}: tables generated by utils/reporting.py",
              "% requires \\usepackage{booktabs}",
-             "% " + NOTE.format(n=n_mode, s="" if n_mode == 1 else "s"), ""]
+             "% " + _note(n_mode, options), ""]
     for table in tables:
         n_labels, width = len(table.label_columns), len(table.columns)
         spec = "l" * n_labels + ("@{\\quad}" + "c" * width) * len(table.groups)
@@ -364,18 +262,38 @@ def git_commit() -> str | None:
         return None
 
 
+def interval_options(cfg: ExperimentConfig, out: Path) -> IntervalOptions:
+    return IntervalOptions(level=cfg.report.level, bootstrap=cfg.report.bootstrap,
+                           min_gain=cfg.report.min_gain, seed=cfg.seed, cells_dir=out / "cells")
+
+
+TEST_SELECTION = ("MODEL SELECTION ON THE TEST SET (evaluation.select_on: test, the TCD "
+                  "authors' protocol): test metrics are biased upwards; for reproduction only")
+
+
+def selected_on_test(runs: pd.DataFrame) -> bool:
+    """Whether any cell kept its epoch by test MSE (``defense_info`` records it), read from
+    runs.csv so that a rebuild marks the tables too."""
+    info = runs["defense_info"] if "defense_info" in runs else pd.Series([], dtype=str)
+    return bool(info.fillna("").astype(str).str.contains('"selected_on": "test"').any())
+
+
 def report(out: Path, runs: pd.DataFrame, failed: pd.DataFrame | None, k: int,
-           title: str) -> list[Path]:
+           title: str, options: IntervalOptions | None = None) -> list[Path]:
     """summary.csv, tables.md, tables.tex and figures/ from a runs frame (as read from
-    runs.csv). Returns the figure paths."""
+    runs.csv) and the per-user outcomes under ``out/cells``. Returns the figure paths."""
     from utils import figures
 
-    summary = summarize(runs, k, failed)
+    if options is None:
+        options = IntervalOptions(cells_dir=out / "cells")
+    summary = summarize(runs, k, failed, options)
     atomic_write_text(out / "summary.csv", csv_text(summary))
-    tables = build_tables(summary, k)
+    tables = build_tables(summary, k, alpha=1 - options.level)
     n_mode = int(summary["n_runs"].mode().iloc[0]) if len(summary) else 1
-    atomic_write_text(out / "tables.md", render_markdown(title, tables, failed, n_mode))
-    atomic_write_text(out / "tables.tex", render_latex(title, tables, failed, n_mode))
+    if selected_on_test(runs):
+        title += f" — {TEST_SELECTION}"
+    atomic_write_text(out / "tables.md", render_markdown(title, tables, failed, n_mode, options))
+    atomic_write_text(out / "tables.tex", render_latex(title, tables, failed, n_mode, options))
     return figures.write_figures(out / "figures", runs, summary, k, out / "cells")
 
 
@@ -400,7 +318,8 @@ def write_all(out: Path, cfg: ExperimentConfig, rows: list[dict], failed: list[d
         (out / "failed.csv").unlink(missing_ok=True)
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
     # Reported from runs.csv as written, exactly as a rebuild will.
-    figure_paths = report(out, read_runs(io.StringIO(text)), failed_frame, k, cfg.experiment)
+    figure_paths = report(out, read_runs(io.StringIO(text)), failed_frame, k, cfg.experiment,
+                          interval_options(cfg, out))
     meta = {
         "experiment": cfg.experiment, "argv": list(sys.argv if argv is None else argv),
         "python": platform.python_version(), "torch": torch.__version__,
@@ -418,25 +337,39 @@ def write_all(out: Path, cfg: ExperimentConfig, rows: list[dict], failed: list[d
     if "file" in as_list(cfg.dataset.name):  # your own ratings file: which content ran
         path = for_dataset(cfg, "file").dataset.path
         meta["dataset_files"] = {path: dataset_file_digest(path)}
+    meta["model_selection"] = sorted({for_dataset(cfg, name).evaluation.select_on
+                                      for name in as_list(cfg.dataset.name)})
+    for name in as_list(cfg.dataset.name):   # fixed splits (dataset.split_files): their contents
+        files = for_dataset(cfg, name).dataset.split_files
+        if files.train:
+            meta.setdefault("split_files", {})[name] = {
+                path: dataset_file_digest(path) for path in (files.train, files.test)}
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
 
 
-def _k_of(out: Path, runs: pd.DataFrame) -> tuple[int, str]:
+def _saved_settings(out: Path, runs: pd.DataFrame) -> tuple[int, str, IntervalOptions]:
+    """K, the title and the interval options of a finished run, from its config.yaml."""
     import yaml
 
     title, k = out.name, None
+    options = IntervalOptions(cells_dir=out / "cells")
     path = out / "config.yaml"
     if path.is_file():
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         title = tree.get("experiment", title)
         k = (tree.get("evaluation") or {}).get("k")
+        saved = tree.get("report") or {}
+        options = IntervalOptions(level=float(saved.get("level", options.level)),
+                                  bootstrap=int(saved.get("bootstrap", options.bootstrap)),
+                                  min_gain=float(saved.get("min_gain", options.min_gain)),
+                                  seed=int(tree.get("seed", 0)), cells_dir=out / "cells")
     if k is None:
         found = [int(m.group(1)) for c in runs for m in [re.fullmatch(r"target_hr@(\d+)", c)]
                  if m]
         if not found:
             raise ValueError(f"{out / 'runs.csv'}: no target_hr@K column; is it a runs.csv?")
         k = found[0]
-    return int(k), title
+    return int(k), title, options
 
 
 def rebuild(out: Path) -> list[Path]:
@@ -449,8 +382,8 @@ def rebuild(out: Path) -> list[Path]:
                                 "finished run")
     runs = read_runs(path)
     failed = read_runs(out / "failed.csv") if (out / "failed.csv").is_file() else None
-    k, title = _k_of(out, runs)
-    return report(out, runs, failed, k, title)
+    k, title, options = _saved_settings(out, runs)
+    return report(out, runs, failed, k, title, options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # extend one experiment (a different value of anything else starts another folder).
 _NOT_SETTING = {
     None: ("experiment", "repeats", "device", "progress", "results_dir", "executor", "workers",
-           "threads", "ray_address", "by_dataset"),
+           "threads", "ray_address", "by_dataset", "report"),
     "dataset": ("name", "root", "cache_dir"),
     "targets": ("kind",),
     "attack": ("name", "size", "n_fake", "knowledge_cost", "options", "export"),

@@ -56,3 +56,52 @@ def mean_std_n(values: pd.Series) -> tuple[float, float, int]:
     n = len(values)
     std = float(values.std(ddof=1)) if n > 1 else float("nan")
     return (float(values.mean()) if n else float("nan")), std, n
+
+
+def user_contributions(outcomes_a: dict, outcomes_b: dict, metric: str) -> np.ndarray:
+    """Per real user, their share of the difference metric(a) − metric(b) between two cells of
+    one seed (same users, test items, targets): HR sums (hit_a − hit_b) / n over users with a
+    test item; target HR sums (hit_a − hit_b) / (T · n_t) over each target's n_t eligible users,
+    so the contributions add up to the difference exactly. Users who count for nothing (no
+    test item / no eligible target) are left out."""
+    if metric == "hr":
+        a, b = (np.asarray(o["test_hit"], float) for o in (outcomes_a, outcomes_b))
+        has = ~np.isnan(a) & ~np.isnan(b)
+        return (a[has] - b[has]) / max(int(has.sum()), 1)
+    if metric != "target_hr":
+        raise ValueError(f"no per-user test for metric {metric!r}")
+    a, b = (np.asarray(o["target_hit"], float) for o in (outcomes_a, outcomes_b))
+    elig = ~np.isnan(a) & ~np.isnan(b)
+    n_t = elig.sum(0)
+    share = np.where(elig, np.nan_to_num(a) - np.nan_to_num(b), 0.0) / (
+        a.shape[1] * np.maximum(n_t, 1))
+    return share.sum(1)[elig.any(1)]
+
+
+def paired_user_p_value(outcomes_a: dict, outcomes_b: dict, metric: str) -> float:
+    """Two-sided p-value that two cells of one seed differ in ``metric``, from the per-user
+    outcomes (for one seed, where a test across seeds is impossible): a one-sample t-test that
+    the users' contributions to the difference (``user_contributions``) have mean 0. Users are
+    the independent units; a user's targets are not (they share the user), so pairs are not."""
+    contributions = user_contributions(outcomes_a, outcomes_b, metric)
+    if len(contributions) < 2:
+        return float("nan")
+    if np.allclose(contributions, contributions[0], rtol=0.0, atol=1e-15):
+        return 0.0 if abs(contributions[0]) > 1e-15 else 1.0
+    return float(stats.ttest_1samp(contributions, 0.0).pvalue)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values of one family of tests (NaN stays NaN and is not
+    counted): the i-th smallest of m p-values becomes max over j ≤ i of (m − j + 1) · p_(j),
+    capped at 1. Controls the family-wise error rate under any dependence."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    if not len(valid):
+        return out
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out[order] = np.minimum(adjusted, 1.0)
+    return out

@@ -35,6 +35,10 @@ class Value:
     failed: bool = False   # every seed of the cell failed (see "Failed cells")
     derived: bool = False  # computed from the seeds' means (RI, reduction): no n, no std
     note: str = ""         # shown after the number, e.g. the worst attack's name
+    low: float = float("nan")    # confidence interval (utils/uncertainty.py)
+    high: float = float("nan")
+    mark: str = ""         # "†": differs from the undefended model (Holm-corrected test)
+    ineffective: bool = False    # a ratio left out: the attack's gain was not established
 
 
 @dataclass
@@ -68,8 +72,8 @@ def _display(defense: str, params: str) -> str:
 class _Index:
     """Summary rows by coordinates, with the layout facts the tables share."""
 
-    def __init__(self, summary: pd.DataFrame, k: int) -> None:
-        self.summary, self.k = summary, k
+    def __init__(self, summary: pd.DataFrame, k: int, alpha: float = 0.05) -> None:
+        self.summary, self.k, self.alpha = summary, k, alpha
         self.records = {tuple(r[c] for c in COORDS): r for r in summary.to_dict("records")}
         self.kinds = list(dict.fromkeys(summary.target_kind))
         self.variants = _defense_variants(summary)
@@ -93,8 +97,12 @@ class _Index:
         if mean is None or (isinstance(mean, float) and math.isnan(mean)):
             return None
         mark = rec.get(f"stars_{metric}", "") if with_stars else ""
+        p = rec.get(f"p_holm_vs_undefended_{metric}")
         return Value(mean, rec[f"{metric}_std"], int(rec[f"{metric}_n"]),
-                     mark if isinstance(mark, str) else "")
+                     mark if isinstance(mark, str) else "",
+                     low=_number(rec.get(f"{metric}_low")),
+                     high=_number(rec.get(f"{metric}_high")),
+                     mark="†" if with_stars and not _missing(p) and p < self.alpha else "")
 
     def settings(self, attacked_only: bool = True, vary: tuple = ()) -> list[tuple]:
         """Row keys: (dataset, model, feedback) + (attack, size, cost, params), in order of
@@ -167,35 +175,65 @@ def defense_table(ix: _Index, metric: str, title: str, with_clean: bool) -> Tabl
 
 
 def relative_table(ix: _Index, column: str, title: str, percent: bool) -> Table | None:
-    """RI or success reduction (of the means) per defense, with a mean row per block."""
+    """RI or success reduction (of the means) per defense, each beside the absolute change of
+    the target HR (defense − undefended) with its interval, and a mean row per block. Where
+    the attack was not effective (``attack_effective``) the ratio is left out, marked, and not
+    counted in the mean row, which says how many it left out."""
     if not ix.variants:
         return None
     keys = ix.settings()
     columns = [_display(*v) for v in ix.variants]
     table = Table(title, ix.label_columns(), ix.kinds, columns)
+    change = f"change_target_hr@{ix.k}"
     blocks = list(dict.fromkeys(key[:3] for key in keys))
     for block in blocks:
         table.blocks.append(len(table.rows))
         collected: list[list[float]] = [[] for _ in ix.kinds for _ in ix.variants]
+        left_out = [0] * len(collected)
         for key in (key for key in keys if key[:3] == block):
             cells = list(ix.labels(_row_dict(key)))
             n = 0
             for kind in ix.kinds:
                 for d, p in ix.variants:
                     rec = ix.get(key[:3] + (kind,), key[3:], d, p)
-                    value = rec.get(column) if rec else None
-                    ok = value is not None and not math.isnan(value)
-                    cells.append(Value(value, percent=percent, derived=True) if ok else None)
-                    if ok:
-                        collected[n].append(value)
+                    cells.append(_ratio_value(rec, column, change, percent))
+                    if cells[-1] is not None and cells[-1].ineffective:
+                        left_out[n] += 1
+                    elif cells[-1] is not None:
+                        collected[n].append(cells[-1].mean)
                     n += 1
             table.rows.append(cells)
         labels = [block[0]] + ([f"{block[1]} ({block[2]})"] if ix.many_models else []) + ["mean"]
         labels += [""] * (len(table.label_columns) - len(labels))
-        table.rows.append(labels + [Value(float(np.mean(v)), percent=percent, derived=True)
-                                    if v else None
-                                    for v in collected])
+        table.rows.append(labels + [
+            Value(float(np.mean(v)) if v else float("nan"), percent=percent, derived=True,
+                  note=f"{len(v)} of {len(v) + out}" if out else "")
+            if v or out else None
+            for v, out in zip(collected, left_out)])
     return table
+
+
+def _ratio_value(rec: dict | None, column: str, change: str, percent: bool) -> Value | None:
+    if rec is None:
+        return None
+    delta = ""
+    if not _missing(rec.get(change)):
+        low, high = _number(rec.get(f"{change}_low")), _number(rec.get(f"{change}_high"))
+        bounds = "" if math.isnan(low) else f" [{low:+.4f}, {high:+.4f}]"
+        delta = f"Δ {rec[change]:+.4f}{bounds}"
+    if rec.get("attack_effective") in (False, None) and "attack_effective" in rec:
+        return Value(float("nan"), percent=percent, derived=True, note=delta, ineffective=True)
+    value = rec.get(column)
+    if _missing(value):
+        return None
+    return Value(value, percent=percent, derived=True, note=delta)
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def sweep_table(ix: _Index, metric: str, coord: str, title: str, fmt) -> Table | None:
@@ -327,10 +365,10 @@ def _setting_label(setting: tuple, ix: _Index) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
-def build_tables(summary: pd.DataFrame, k: int) -> list[Table]:
+def build_tables(summary: pd.DataFrame, k: int, alpha: float = 0.05) -> list[Table]:
     if summary.empty:
         return []
-    ix = _Index(summary, k)
+    ix = _Index(summary, k, alpha)
     hr, thr = f"hr@{k}", f"target_hr@{k}"
     tables = [
         sweep_table(ix, thr, "knowledge_cost",

@@ -307,8 +307,9 @@ Stage = Callable[[str], None]
 
 def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
              ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Compute one cell: its result row and its arrays (the per-user rank shifts of the
-    targets, rank before − rank after the attack, over eligible (user, target) pairs)."""
+    """Compute one cell: its result row and its arrays: the per-user rank shifts of the
+    targets (rank before − rank after the attack, over eligible (user, target) pairs; attacked
+    cells) and the per-user outcomes ``test_hit`` and ``target_hit`` (every cell)."""
     stage = stage or (lambda name: None)
     cfg = ws.cfg
     split = ws.split(cell.dataset, cell.repeat)
@@ -374,6 +375,10 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         timings["seconds_eval"] += time.perf_counter() - start
     row.update({name: float(np.mean([res.metrics[name] for res in results]))
                 for name in result.metrics})
+    # Per-user outcomes (mean over retrainings) for the intervals of utils/uncertainty.py.
+    outcomes = [res.outcomes(cfg.evaluation.k) for res in results]
+    for name in outcomes[0]:
+        arrays[name] = np.mean([o[name] for o in outcomes], axis=0).astype(np.float32)
     detections = [d for d in detections if d]
     if detections:
         row.update({name: float(np.mean([d[name] for d in detections]))

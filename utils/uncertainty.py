@@ -1,0 +1,175 @@
+"""Confidence intervals of a cell's HR@K and target HR@K that account for both sources of
+variation: the seeds (each draws its own split, targets, fake profiles and initialization) and,
+within a seed, the users and the targets the proportion is measured on.
+
+The interval is a two-stage (hierarchical) percentile bootstrap. One replicate draws the seeds
+with replacement, then for every drawn seed resamples its real users and its targets with
+replacement and recomputes the metric on the per-user outcomes stored with each cell
+(``EvalResult.outcomes``: hit, miss or not counted per user and per (user, target) pair); the
+replicate is the mean over the drawn seeds, like the table's mean. Resampling users and targets
+matters because one seed's target HR is a mean over five targets whose hit rates differ by
+orders of magnitude; resampling seeds because the poison and the model change with the seed.
+Two-stage resampling counts the within-seed noise twice (once inside each seed's value, once in
+the seed draw), so with many seeds it is slightly conservative; with one seed it is the plain
+user × target bootstrap.
+
+Every cell of one block (dataset, model, feedback, target kind) shares its seeds' users and
+targets, so a block draws its resampling weights once and applies them to every cell: the
+interval of a difference between two cells (attack − Origin, defense − attack) is then a paired
+bootstrap, and the cost per cell is a few small matrix products.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def metric_value(outcomes: dict, metric: str, user_w: np.ndarray | None = None,
+                 target_w: np.ndarray | None = None) -> np.ndarray | float:
+    """``metric`` ("hr", "target_hr" or "target_hr_all") of one seed's outcomes, as in
+    ``utils/metrics.py``: HR is the hit share of users with a test item; target HR the mean
+    over targets of each target's hit share among its eligible users; target HR (all) the hit
+    share of all (user, target) pairs. With weights (n, U) and (n, T), the n weighted values."""
+    if metric == "hr":
+        hit = np.asarray(outcomes["test_hit"], dtype=np.float64)
+        has = ~np.isnan(hit)
+        if user_w is None:
+            return float(hit[has].mean()) if has.any() else float("nan")
+        num = user_w @ np.nan_to_num(hit)
+        den = user_w @ has.astype(np.float64)
+        return np.where(den > 0, num / np.maximum(den, 1e-300), np.nan)
+    hit = np.asarray(outcomes["target_hit"], dtype=np.float64)
+    elig = ~np.isnan(hit)
+    hits = np.nan_to_num(hit)
+    n_users, n_targets = hit.shape
+    if user_w is None:
+        user_w = np.ones((1, n_users))
+        target_w = np.ones((1, n_targets))
+        single = True
+    else:
+        single = False
+    num = user_w @ hits                     # (n, T)
+    if metric == "target_hr":
+        den = user_w @ elig.astype(np.float64)
+        rate = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
+    elif metric == "target_hr_all":
+        rate = num / user_w.sum(1, keepdims=True)
+    else:
+        raise ValueError(f"no interval for metric {metric!r}")
+    value = (rate * target_w).sum(1) / target_w.sum(1)
+    return float(value[0]) if single else value
+
+
+@dataclass
+class Interval:
+    estimate: float   # mean over seeds of the full-sample values
+    low: float
+    high: float
+
+
+class BlockBootstrap:
+    """The resampling weights of one block and one set of seeds (see the module docstring).
+
+    ``shapes`` gives (n_users, n_targets) per seed, in seed order; ``rng`` is derived from the
+    master seed and the block, so intervals are reproducible.
+    """
+
+    def __init__(self, shapes: list[tuple[int, int]], n_boot: int, rng: np.random.Generator):
+        self.shapes, self.n_boot = shapes, n_boot
+        n_seeds = len(shapes)
+        picks = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+        # Per seed: the replicate slots (flat positions of ``picks``) it fills, and one fresh
+        # user and target resample per slot.
+        self.slots, self.user_w, self.target_w = [], [], []
+        for s, (n_users, n_targets) in enumerate(shapes):
+            slots = np.flatnonzero(picks.ravel() == s)
+            self.slots.append(slots)
+            self.user_w.append(_resample_counts(rng, len(slots), n_users))
+            self.target_w.append(_resample_counts(rng, len(slots), max(n_targets, 1)))
+        self._den: dict = {}
+
+    def replicates(self, arms: list[list[dict]], weights: list[float], metric: str
+                   ) -> np.ndarray:
+        """Bootstrap replicates of Σ_a weights[a] · metric(arm a), averaged over the seeds:
+        ``arms[s]`` holds seed s's outcomes of each arm (cells aligned on users and
+        targets). One arm with weight 1 is the cell's own metric; two arms with 1, −1 their
+        paired difference."""
+        n_seeds = len(self.shapes)
+        flat = np.zeros(self.n_boot * n_seeds)
+        for s in range(n_seeds):
+            values = np.zeros(len(self.slots[s]))
+            for arm, weight in zip(arms[s], weights):
+                values += weight * self._weighted(s, arm, metric)
+            flat[self.slots[s]] = values
+        return flat.reshape(self.n_boot, n_seeds).mean(1)
+
+    def _weighted(self, s: int, outcomes: dict, metric: str) -> np.ndarray:
+        """``metric_value`` under seed s's resampling weights; the weighted counts of users
+        who count (the denominators) are shared by every cell of the seed, so they are
+        computed once per mask."""
+        key = "test_hit" if metric == "hr" else "target_hit"
+        hit = np.asarray(outcomes[key], dtype=np.float32)
+        counted = ~np.isnan(hit)
+        mask_key = (s, key, counted.tobytes())
+        den = self._den.get(mask_key)
+        if den is None:
+            den = self.user_w[s] @ counted.astype(np.float32)
+            self._den = {mask_key: den} if len(self._den) > 64 else {**self._den, mask_key: den}
+        num = self.user_w[s] @ np.nan_to_num(hit)
+        if metric == "hr":
+            return np.where(den > 0, num / np.maximum(den, 1e-30), np.nan).astype(np.float64)
+        if metric == "target_hr":
+            rate = np.where(den > 0, num / np.maximum(den, 1e-30), 0.0)
+        elif metric == "target_hr_all":
+            rate = num / self.user_w[s].sum(1, keepdims=True)
+        else:
+            raise ValueError(f"no interval for metric {metric!r}")
+        target_w = self.target_w[s]
+        return ((rate * target_w).sum(1) / target_w.sum(1)).astype(np.float64)
+
+    def interval(self, arms: list[list[dict]], weights: list[float], metric: str,
+                 level: float) -> Interval:
+        estimate = float(np.mean([sum(w * metric_value(arm, metric)
+                                      for arm, w in zip(seed_arms, weights))
+                                  for seed_arms in arms]))
+        low, high = percentile_interval(self.replicates(arms, weights, metric), level)
+        return Interval(estimate, low, high)
+
+
+def _resample_counts(rng: np.random.Generator, n_draws: int, size: int) -> np.ndarray:
+    """(n_draws, size) counts of a resample with replacement of ``size`` units: how often each
+    unit was drawn (a multinomial with equal probabilities, via one bincount)."""
+    if n_draws == 0:
+        return np.zeros((0, size))
+    idx = rng.integers(0, size, size=(n_draws, size))
+    idx += np.arange(n_draws)[:, None] * size
+    # float32 is exact here: counts and hit sums stay far below 2**24.
+    return np.bincount(idx.ravel(), minlength=n_draws * size).reshape(n_draws, size
+                                                                       ).astype(np.float32)
+
+
+def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    replicates = replicates[~np.isnan(replicates)]
+    if not len(replicates):
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(replicates, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def seed_t_interval(values: np.ndarray, level: float) -> Interval:
+    """Fallback when a cell has no per-user outcomes (cells of older versions): a t interval
+    over the seeds' values (NaN bounds with fewer than two seeds)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return Interval(float("nan"), float("nan"), float("nan"))
+    mean = float(values.mean())
+    if len(values) < 2:
+        return Interval(mean, float("nan"), float("nan"))
+    half = stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(
+        len(values))
+    return Interval(mean, float(mean - half), float(mean + half))
