@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import HeuristicAttack, popular_items
+from .base import HeuristicAttack, HeuristicOptions, popular_items
 
 
 @dataclass
-class SegmentOptions:
+class SegmentOptions(HeuristicOptions):
     n_selected: int = 3
 
 
