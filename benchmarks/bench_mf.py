@@ -5,7 +5,7 @@ Runs the package's trainer and, in the same process, the straightforward PyTorch
 batch order, and prints both times, the speed-up and both final validation MSEs
 (experiments.md §5: ≥ 6× faster, final validation MSE within 1%).
 
-    python benchmarks/bench_mf.py [--epochs 40] [--dataset ml-100k]
+    python benchmarks/bench_mf.py [--epochs 40] [--dataset ml-100k] [--repeat 3] [--threads N]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import data_root, machine, print_table
+from common import data_root, load_average, machine, print_table
 from data import load_dataset, split_ratings
 from models.mf import MF
 from models.trainer import Trainer
@@ -56,7 +56,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--repeat", type=int, default=3, help="timing runs; the best is kept")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, every core); 1 is the fair "
+                             "setting when other processes share the cores")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = load_dataset(DatasetConfig(name=args.dataset, root=data_root()))
     split = split_ratings(data, np.random.default_rng(0))
     cfg = ModelConfig(epochs=args.epochs)
@@ -65,6 +70,7 @@ def main() -> None:
         return MF(data.n_users, data.n_items, cfg.dim, torch.Generator().manual_seed(0))
 
     fast_times, ref_times = [], []
+    load_before = load_average()
     for _ in range(args.repeat):
         trainer = Trainer(init(), cfg, data.scale, torch.Generator().manual_seed(1))
         start = time.perf_counter()
@@ -79,6 +85,8 @@ def main() -> None:
     gap = abs(result.best_val - ref_best) / ref_best
     curve_gap = max(abs(a - b) / b for a, b in zip(fast_curve, ref_curve))
     print(f"machine: {machine()}")
+    print(f"load average (1 min) before / after: {load_before} / {load_average()} (the ratio "
+          "is measured in one run, interleaved, so it is fair on a shared machine)")
     print(f"data: {args.dataset}, {len(split.train)} train / {len(split.val)} validation ratings")
     print_table(f"MF training, {args.epochs} epochs (best of {args.repeat} runs)", [
         ("package trainer (s)", f"{fast:.2f}", "≤ 1.5 s", "ok" if fast <= 1.5 else "slower"),

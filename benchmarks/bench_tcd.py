@@ -2,9 +2,10 @@
 
 Two cases, each trained by plain MF (``none``) and by TCD in separate child processes, so each
 peak resident set size (``ru_maxrss``) belongs to one run:
-- ML-100K, 40 epochs, T_pre 4, pseudo_rate 1.0 — target ≤ 60 s;
+- ML-100K, 40 epochs, T_pre 4, pseudo_rate 1.0 — target ≤ 15 s (issue 18; the spec's §5
+  allows 60 s);
 - synthetic ML-1M-sized data (6,040 users × 3,706 items, ≈ 1 M ratings), T_pre 2,
-  pseudo_rate 0.2 — targets ≤ 15 min and ≤ 4 GB peak memory.
+  pseudo_rate 0.2 — targets ≤ 200 s and ≤ 2 GB peak memory (issue 18; §5: 15 min, 4 GB).
 Each run uses ``--threads`` torch threads (default: every core, since §5 states its figures
 for a 2-core machine). Wall time, CPU time of the process, the time spent pseudo-labelling, the pseudo-labels per
 model-epoch and the TCD / MF ratios are printed side by side, with the machine's load average
@@ -28,10 +29,12 @@ import torch
 
 from common import ROOT, data_root, machine, print_table
 
+# Targets of issue 18 ("speed where users wait"); the spec's §5 bounds are looser.
 CASES = {
-    "ml-100k": {"t_pre": 4, "pseudo_rate": 1.0, "time_target": 60.0},
-    "ml-1m-synthetic": {"t_pre": 2, "pseudo_rate": 0.2, "time_target": 15 * 60.0,
-                        "memory_target_mb": 4096.0},
+    "ml-100k": {"t_pre": 4, "pseudo_rate": 1.0, "time_target": 15.0, "spec_time": 60.0},
+    "ml-1m-synthetic": {"t_pre": 2, "pseudo_rate": 0.2, "time_target": 200.0,
+                        "spec_time": 15 * 60.0, "memory_target_mb": 2048.0,
+                        "spec_memory_mb": 4096.0},
 }
 
 
@@ -104,7 +107,8 @@ def report(case: str, epochs: int, threads: int) -> None:
     rows = [
         ("plain MF wall time (s)", f"{mf['wall']:.1f}", "", ""),
         ("plain MF CPU time (s)", f"{mf['cpu']:.1f}", "", ""),
-        ("TCD wall time (s)", f"{tcd['wall']:.1f}", f"≤ {target:.0f} s",
+        ("TCD wall time (s)", f"{tcd['wall']:.1f}",
+         f"≤ {target:.0f} s (issue 18; §5: ≤ {settings['spec_time']:.0f} s)",
          "ok" if tcd["wall"] <= target else "slower"),
         # CPU time sums the threads: the fair figure when other processes share the cores.
         ("TCD CPU time, all threads (s)", f"{tcd['cpu']:.1f}", "", ""),
@@ -115,7 +119,8 @@ def report(case: str, epochs: int, threads: int) -> None:
         ("partner agreement on unobserved cells", f"{tcd['info']['agreement']:.1%}", "", ""),
         ("plain MF peak RSS (MB)", f"{mf['max_rss_mb']:.0f}", "", ""),
         ("TCD peak RSS (MB)", f"{tcd['max_rss_mb']:.0f}",
-         f"≤ {settings['memory_target_mb']:.0f} MB" if "memory_target_mb" in settings else "",
+         f"≤ {settings['memory_target_mb']:.0f} MB (issue 18; §5: ≤ "
+         f"{settings['spec_memory_mb']:.0f} MB)" if "memory_target_mb" in settings else "",
          ("ok" if tcd["max_rss_mb"] <= settings["memory_target_mb"] else "above")
          if "memory_target_mb" in settings else ""),
         ("best epoch / validation MSE, MF", f"{mf['info']['best_epoch']} / "

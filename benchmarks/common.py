@@ -13,9 +13,31 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def load_average() -> str:
+    """The 1-minute load average: figures measured while it is ≥ 0.5 on a 2-core machine are
+    inflated by other processes (compare ratios measured in the same run, or CPU times)."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "n/a"
+
+
 def machine() -> str:
-    return (f"{platform.machine()} · {os.cpu_count()} cores · Python {platform.python_version()}"
-            f" · torch {torch.__version__} · {torch.get_num_threads()} threads")
+    return (f"{platform.machine()} · {cpu_model()} · {os.cpu_count()} cores · Python "
+            f"{platform.python_version()} · torch {torch.__version__} · "
+            f"{torch.get_num_threads()} threads · load average {load_average()}")
 
 
 def print_table(title: str, rows: list[tuple]) -> None:

@@ -115,10 +115,11 @@ def pseudo_labels(partner_a, partner_b, observed: ObservedCells, n_users: int, n
             # Drawn on the CPU generator for every cell, so results do not depend on device.
             keep = torch.rand(agree.shape, generator=generator).to(device) < rate
             agree &= keep
-        flat = agree.view(-1).nonzero().squeeze(1)
-        users_out.append(flat // n_items + start)
-        items_out.append(flat % n_items)
-        labels_out.append(label.view(-1)[flat])
+        # Row-major coordinates and values of the kept cells, with no integer division.
+        cells = agree.nonzero()
+        users_out.append(cells[:, 0] + start)
+        items_out.append(cells[:, 1].contiguous())
+        labels_out.append(label[agree])
     return (torch.cat(users_out), torch.cat(items_out), torch.cat(labels_out), n_agree)
 
 

@@ -1,0 +1,233 @@
+"""The speed work of issue 18 must not change what the hot paths compute.
+
+Every case below runs a hot path on a small fixed synthetic problem with fixed seeds and
+compares the result with reference numbers computed by the code *before* it was optimized
+(``tests/fixtures/speed_equivalence.npz``): the MF trainer's fast path, TCD (pseudo-labels and a
+whole fit, clip and round projections, rate 1 and < 1), an adversarial defense that reuses the
+fast step (AT on MF), the NCF hand-derived step (implicit), and the neural attack in both modes
+(NCF implicit, MF explicit, hinge batches of 1 and of several users).
+
+Discrete outputs (pseudo-label cells, best epochs, fake profiles) must match exactly; float
+outputs (losses, embeddings, labels) within a tolerance a little above float32 round-off, so a
+reordered but equivalent sum passes and a change of mathematics does not.
+
+Regenerate the fixture only when a change of results is intended (never to make a speed change
+pass): ``python tests/test_speed_equivalence.py --write``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from attacks import ATTACKS  # noqa: E402
+from attacks.neural import NeuralOptions  # noqa: E402
+from attacks.threat import ThreatContext, n_fake_users, select_targets  # noqa: E402
+from data import load_dataset, split_ratings  # noqa: E402
+from data.ratings import Interactions  # noqa: E402
+from defenses import DEFENSES, TrainingData  # noqa: E402
+from defenses.tcd import ObservedCells, TCDOptions, pseudo_labels  # noqa: E402
+from models import build_model  # noqa: E402
+from models.trainer import Trainer  # noqa: E402
+from utils.config import DatasetConfig, ModelConfig, SyntheticConfig  # noqa: E402
+from utils.seeding import numpy_rng  # noqa: E402
+
+FIXTURE = ROOT / "tests" / "fixtures" / "speed_equivalence.npz"
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _split(feedback: str = "explicit", n_users: int = 300, n_items: int = 200):
+    cfg = DatasetConfig(name="synthetic", feedback=feedback,
+                        synthetic=SyntheticConfig(n_users=n_users, n_items=n_items))
+    return split_ratings(load_dataset(cfg, 0), np.random.default_rng(0), feedback=feedback)
+
+
+def _training_data(split) -> TrainingData:
+    return TrainingData(split.train, split.val, split.n_users, split.n_items, split.scale,
+                        split.feedback)
+
+
+def _state(prefix: str, model) -> dict:
+    return {f"{prefix}/{k}": v.detach().cpu().numpy().copy()
+            for k, v in model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------- the cases
+def case_mf() -> dict:
+    """Plain MF through the trainer's fast path: 6 epochs, batch 256 (the last batch short)."""
+    split = _split()
+    cfg = ModelConfig(dim=32, epochs=6, batch_size=256)
+    model = build_model(cfg, split.n_users, split.n_items, torch.Generator().manual_seed(0))
+    trainer = Trainer(model, cfg, split.scale, torch.Generator().manual_seed(1))
+    assert trainer.uses_fast_path()
+    result = trainer.fit(split.train, split.val)
+    out = _state("mf", model)
+    out["mf/train_loss"] = np.array([h["train_loss"] for h in result.history])
+    out["mf/val_loss"] = np.array([h["val_loss"] for h in result.history])
+    out["mf/best_epoch"] = np.array(result.best_epoch)
+    return out
+
+
+def case_pseudo_labels() -> dict:
+    """Pseudo-labels of two trained partners, several chunks, rate 0.5 and 1.0, both Π."""
+    split = _split()
+    data = _training_data(split)
+    cfg = ModelConfig(dim=16, epochs=3, batch_size=256)
+    partners = []
+    for seed in (5, 6):
+        model = build_model(cfg, split.n_users, split.n_items, torch.Generator().manual_seed(seed))
+        Trainer(model, cfg, split.scale, torch.Generator().manual_seed(seed)).fit(
+            split.train, split.val)
+        partners.append(model)
+    rated = Interactions.concat(data.train, data.val)
+    observed = ObservedCells(rated, data.n_users, data.n_items, torch.device("cpu"))
+    out = {}
+    for name, rate, chunk, projection in (("full", 1.0, 2_000_000, "clip"),
+                                          ("half", 0.5, 7_000, "clip"),
+                                          ("round", 0.3, 2_000_000, "round")):
+        gen = torch.Generator().manual_seed(11)
+        u, i, r, agree = pseudo_labels(partners[0], partners[1], observed, data.n_users,
+                                       data.n_items, data.scale, rate, gen, chunk,
+                                       torch.device("cpu"), projection)
+        out[f"pl_{name}/users"] = u.numpy()
+        out[f"pl_{name}/items"] = i.numpy()
+        out[f"pl_{name}/labels"] = r.numpy()
+        out[f"pl_{name}/agree"] = np.array(agree)
+        out[f"pl_{name}/next_random"] = torch.rand(3, generator=gen).numpy()
+    return out
+
+
+def case_tcd() -> dict:
+    """A whole TCD fit: 7 epochs, T_pre 2, rate 1.0 (clip) and 0.4 (round)."""
+    split = _split()
+    data = _training_data(split)
+    out = {}
+    for name, opts in (("tcd", TCDOptions(t_pre=2, pseudo_rate=1.0)),
+                       ("tcd_round", TCDOptions(t_pre=2, pseudo_rate=0.4, projection="round",
+                                                chunk_cells=5_000))):
+        defense = DEFENSES["tcd"](opts, ModelConfig(dim=16, epochs=7, batch_size=512), "cpu",
+                                  seed=3)
+        model, info = defense.fit(data)
+        out.update(_state(name, model))
+        for key in ("best_epoch", "best_val", "pseudo_per_model_epoch", "agreement"):
+            out[f"{name}/{key}"] = np.array(info[key], dtype=np.float64)
+    return out
+
+
+def case_at() -> dict:
+    """AT on MF: an adversarial defense that reuses the fast step and ``_adam_step``."""
+    split = _split()
+    defense = DEFENSES["at"](None, ModelConfig(dim=16, epochs=4, batch_size=256), "cpu", seed=2)
+    model, info = defense.fit(_training_data(split))
+    out = _state("at", model)
+    out["at/best_val"] = np.array(info.get("best_val", np.nan), dtype=np.float64)
+    return out
+
+
+def case_ncf_implicit() -> dict:
+    """NCF on implicit feedback through the hand-derived step (sampled negatives)."""
+    split = _split("implicit")
+    cfg = ModelConfig(name="ncf", dim=8, epochs=3, batch_size=256, reg=0.0)
+    model = build_model(cfg, split.n_users, split.n_items, torch.Generator().manual_seed(0),
+                        "implicit")
+    trainer = Trainer(model, cfg, split.scale, torch.Generator().manual_seed(1), "cpu",
+                      "implicit")
+    assert trainer.uses_manual_step()
+    result = trainer.fit(split.train, split.val)
+    out = _state("ncf", model)
+    out["ncf/train_loss"] = np.array([h["train_loss"] for h in result.history])
+    out["ncf/val_loss"] = np.array([h["val_loss"] for h in result.history])
+    return out
+
+
+def _neural_context(feedback: str, model: str) -> ThreatContext:
+    split = _split(feedback)
+    cfg = ModelConfig(name=model, dim=8, epochs=4, batch_size=256, lr=0.002, reg=0.0)
+    targets = select_targets(split, "unpopular", 3, numpy_rng(1, "targets"))
+    return ThreatContext(view=split.observed(), visible_users=np.arange(split.n_users),
+                         n_users=split.n_users, n_items=split.n_items, scale=split.scale,
+                         targets=targets, n_fake=n_fake_users(split.n_users, 0.02),
+                         filler_size=10, feedback=feedback, model_cfg=cfg, seed=4)
+
+
+def case_neural() -> dict:
+    """The neural attack: NCF implicit (hinge batches of 1 and 16, both filler rules) and MF
+    explicit."""
+    out = {}
+    runs = (("neural_ncf_b1", "implicit", "ncf",
+             dict(epochs=3, rounds=2, users_per_model=2, attack_batch_users=1)),
+            ("neural_ncf_b16", "implicit", "ncf",
+             dict(epochs=3, rounds=2, users_per_model=3, attack_batch_users=16,
+                  filler_score="lift")),
+            ("neural_mf", "explicit", "mf",
+             dict(epochs=3, rounds=2, users_per_model=2, attack_batch_users=4)))
+    for name, feedback, model, opts in runs:
+        fake = ATTACKS["neural"](NeuralOptions(**opts)).generate(_neural_context(feedback, model))
+        out[f"{name}/users"] = fake.users
+        out[f"{name}/items"] = fake.items
+        out[f"{name}/ratings"] = fake.ratings
+    return out
+
+
+CASES = {"mf": case_mf, "pseudo_labels": case_pseudo_labels, "tcd": case_tcd, "at": case_at,
+         "ncf_implicit": case_ncf_implicit, "neural": case_neural}
+
+
+# ---------------------------------------------------------------------------- the test
+def _exact(key: str, value: np.ndarray) -> bool:
+    """Integer arrays and discrete outcomes compare exactly."""
+    return (value.dtype.kind in "iub" or key.endswith(("/best_epoch", "/agree", "/items",
+                                                       "/users"))
+            or key.startswith("neural"))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hot_paths_compute_what_they_computed_before(name):
+    expected = np.load(FIXTURE)
+    got = CASES[name]()
+    mine = sorted(k for k in expected.files if k.split("/")[0].startswith(
+        {"mf": "mf", "pseudo_labels": "pl_", "tcd": "tcd", "at": "at", "ncf_implicit": "ncf",
+         "neural": "neural"}[name]))
+    assert sorted(got) == mine
+    for key in mine:
+        want, have = expected[key], np.asarray(got[key])
+        assert want.shape == have.shape, key
+        if _exact(key, want):
+            assert np.array_equal(want, have), key
+        else:
+            np.testing.assert_allclose(have, want, rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+@pytest.mark.parametrize("sparse_products", [True, False])
+def test_both_forms_of_the_mf_gradient_give_the_same_numbers(monkeypatch, sparse_products):
+    """The fast path computes E Q and Eᵀ P by CSR products or by gather + index_add,
+    whichever is faster for the table size; each must reproduce the reference bit for bit."""
+    monkeypatch.setattr(Trainer, "sparse_products", sparse_products)
+    expected = np.load(FIXTURE)
+    got = case_mf()
+    for key, value in got.items():
+        assert np.array_equal(expected[key], np.asarray(value)), key
+
+
+def _write() -> None:
+    torch.set_num_threads(1)  # as the test (conftest.py)
+    arrays = {}
+    for case in CASES.values():
+        arrays.update(case())
+    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(FIXTURE, **arrays)
+    print(f"wrote {FIXTURE}: {len(arrays)} arrays")
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        _write()
+    else:
+        print(__doc__)
