@@ -26,38 +26,33 @@ import numpy as np
 
 
 def metric_value(outcomes: dict, metric: str, user_w: np.ndarray | None = None,
-                 target_w: np.ndarray | None = None) -> np.ndarray | float:
+                 target_w: np.ndarray | None = None, counted_w: np.ndarray | None = None
+                 ) -> np.ndarray | float:
     """``metric`` ("hr", "target_hr" or "target_hr_all") of one seed's outcomes, as in
     ``utils/metrics.py``: HR is the hit share of users with a test item; target HR the mean
     over targets of each target's hit share among its eligible users; target HR (all) the hit
-    share of all (user, target) pairs. With weights (n, U) and (n, T), the n weighted values."""
+    share of all (user, target) pairs. With weights (n, U) and (n, T), the n weighted values;
+    ``counted_w`` may pass the weighted counts of the users who count (shared by every cell
+    of a seed, so the bootstrap computes them once)."""
+    hit = np.asarray(outcomes["test_hit" if metric == "hr" else "target_hit"], dtype=np.float64)
+    single = user_w is None
+    if single:
+        hit2 = hit.reshape(len(hit), -1)
+        user_w, target_w = np.ones((1, hit2.shape[0])), np.ones((1, hit2.shape[1]))
+    if counted_w is None:
+        counted_w = user_w @ (~np.isnan(hit)).astype(user_w.dtype)
+    num = user_w @ np.nan_to_num(hit)
     if metric == "hr":
-        hit = np.asarray(outcomes["test_hit"], dtype=np.float64)
-        has = ~np.isnan(hit)
-        if user_w is None:
-            return float(hit[has].mean()) if has.any() else float("nan")
-        num = user_w @ np.nan_to_num(hit)
-        den = user_w @ has.astype(np.float64)
-        return np.where(den > 0, num / np.maximum(den, 1e-300), np.nan)
-    hit = np.asarray(outcomes["target_hit"], dtype=np.float64)
-    elig = ~np.isnan(hit)
-    hits = np.nan_to_num(hit)
-    n_users, n_targets = hit.shape
-    if user_w is None:
-        user_w = np.ones((1, n_users))
-        target_w = np.ones((1, n_targets))
-        single = True
+        value = np.where(counted_w > 0, num / np.maximum(counted_w, 1e-30), np.nan)
     else:
-        single = False
-    num = user_w @ hits                     # (n, T)
-    if metric == "target_hr":
-        den = user_w @ elig.astype(np.float64)
-        rate = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
-    elif metric == "target_hr_all":
-        rate = num / user_w.sum(1, keepdims=True)
-    else:
-        raise ValueError(f"no interval for metric {metric!r}")
-    value = (rate * target_w).sum(1) / target_w.sum(1)
+        if metric == "target_hr":
+            rate = np.where(counted_w > 0, num / np.maximum(counted_w, 1e-30), 0.0)
+        elif metric == "target_hr_all":
+            rate = num / user_w.sum(1, keepdims=True)
+        else:
+            raise ValueError(f"no interval for metric {metric!r}")
+        value = (rate * target_w).sum(1) / target_w.sum(1)
+    value = np.asarray(value, dtype=np.float64).reshape(-1)
     return float(value[0]) if single else value
 
 
@@ -105,28 +100,16 @@ class BlockBootstrap:
         return flat.reshape(self.n_boot, n_seeds).mean(1)
 
     def _weighted(self, s: int, outcomes: dict, metric: str) -> np.ndarray:
-        """``metric_value`` under seed s's resampling weights; the weighted counts of users
-        who count (the denominators) are shared by every cell of the seed, so they are
-        computed once per mask."""
-        key = "test_hit" if metric == "hr" else "target_hit"
-        hit = np.asarray(outcomes[key], dtype=np.float32)
-        counted = ~np.isnan(hit)
-        mask_key = (s, key, counted.tobytes())
-        den = self._den.get(mask_key)
-        if den is None:
-            den = self.user_w[s] @ counted.astype(np.float32)
-            self._den = {mask_key: den} if len(self._den) > 64 else {**self._den, mask_key: den}
-        num = self.user_w[s] @ np.nan_to_num(hit)
-        if metric == "hr":
-            return np.where(den > 0, num / np.maximum(den, 1e-30), np.nan).astype(np.float64)
-        if metric == "target_hr":
-            rate = np.where(den > 0, num / np.maximum(den, 1e-30), 0.0)
-        elif metric == "target_hr_all":
-            rate = num / self.user_w[s].sum(1, keepdims=True)
-        else:
-            raise ValueError(f"no interval for metric {metric!r}")
-        target_w = self.target_w[s]
-        return ((rate * target_w).sum(1) / target_w.sum(1)).astype(np.float64)
+        """``metric_value`` under seed s's resampling weights, with the weighted counts of
+        the users who count cached per mask (every cell of a seed shares them)."""
+        hit = outcomes["test_hit" if metric == "hr" else "target_hit"]
+        counted = ~np.isnan(np.asarray(hit, dtype=np.float32))
+        key = (s, metric == "hr", counted.tobytes())
+        if key not in self._den:
+            if len(self._den) > 64:
+                self._den.clear()
+            self._den[key] = self.user_w[s] @ counted.astype(np.float32)
+        return metric_value(outcomes, metric, self.user_w[s], self.target_w[s], self._den[key])
 
     def interval(self, arms: list[list[dict]], weights: list[float], metric: str,
                  level: float) -> Interval:
