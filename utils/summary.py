@@ -144,10 +144,7 @@ def _add_significance(summary: pd.DataFrame, groups: dict, metric: str,
         theirs = groups.get(tuple(base[c] for c in COORDS))
         p = np.nan
         if mine is not None and theirs is not None:
-            a = mine.set_index("repeat")[metric]
-            b = theirs.set_index("repeat")[metric]
-            common = a.index.intersection(b.index)
-            p = paired_p_value(a.loc[common].to_numpy(), b.loc[common].to_numpy())
+            p = paired_over_seeds(mine, theirs, metric)[0]
         better = (rec[mean] < base[mean]) if lower_is_better else (rec[mean] > base[mean])
         names.append(variant_name(base["defense"], base["defense_params"]))
         pvalues.append(p)
@@ -155,6 +152,16 @@ def _add_significance(summary: pd.DataFrame, groups: dict, metric: str,
     summary[f"baseline_{metric}"] = names
     summary[f"p_{metric}"] = pvalues
     summary[f"stars_{metric}"] = marks
+
+
+def paired_over_seeds(mine: pd.DataFrame, theirs: pd.DataFrame, column: str
+                      ) -> tuple[float, pd.Index]:
+    """Paired t-test p-value of two cells' runs in ``column`` over the seeds both ran (NaN
+    with fewer than two), and those seeds."""
+    a = mine.set_index("repeat")[column].astype(float)
+    b = theirs.set_index("repeat")[column].astype(float)
+    common = a.index.intersection(b.index)
+    return paired_p_value(a.loc[common].to_numpy(), b.loc[common].to_numpy()), common
 
 
 def variant_name(defense: str, params: str) -> str:
@@ -192,7 +199,6 @@ class _Intervals:
     def __init__(self, runs: pd.DataFrame, options: IntervalOptions) -> None:
         self.options = options
         self.outcomes: dict[tuple, dict[int, dict]] = {}
-        self.values: dict[tuple, pd.DataFrame] = {}
         self._boot: dict[tuple, BlockBootstrap] = {}
         cells = runs["cell"] if "cell" in runs else pd.Series([None] * len(runs))
         for rec, cell in zip(runs[COORDS + ["repeat"]].itertuples(index=False), cells):
@@ -236,11 +242,9 @@ class _Intervals:
         a, b = groups.get(cell), groups.get(base)
         if a is None or b is None:
             return math.nan, ""
-        a = a.set_index("repeat")[column].astype(float)
-        b = b.set_index("repeat")[column].astype(float)
-        common = a.index.intersection(b.index)
+        p, common = paired_over_seeds(a, b, column)
         if len(common) >= 2:
-            return paired_p_value(a.loc[common].to_numpy(), b.loc[common].to_numpy()), "seeds"
+            return p, "seeds"
         if len(common) == 1:
             seed = int(common[0])
             mine, theirs = self.outcomes.get(cell, {}), self.outcomes.get(base, {})
