@@ -55,7 +55,9 @@ class BatchLayout:
         n = len(perm)
         self.batch_size = batch_size
         self.n_batches = nb = max(1, -(-n // batch_size))
-        u, i = users[perm], items[perm]
+        # index_select, not ``a[idx]``: the same gather, ~8× faster on 1-D tensors of this size
+        # (advanced indexing takes a general TensorIterator path).
+        u, i = users.index_select(0, perm), items.index_select(0, perm)
         key_dtype = torch.int32 if nb * max(n_users, n_items) < 2**31 else torch.int64
         batch = torch.arange(n, dtype=key_dtype, device=u.device).div_(batch_size,
                                                                        rounding_mode="floor")
@@ -66,14 +68,14 @@ class BatchLayout:
         # still j // B: the sorted ids are the sorted keys minus the batch offsets (no gather).
         self.rows_u = key_u - offset_u    # users, user-major
         self.rows_i = key_i - offset_i    # items, item-major
-        rows = perm[by_user]              # rows of (users, items, ratings), user-major
-        self.cols_u = items[rows]         # items, user-major
-        self.neg_r = -ratings[rows]       # −ratings, user-major
-        self.cols_i = u[by_item]          # users, item-major
+        rows = perm.index_select(0, by_user)              # rows of (users, items, ratings), user-major
+        self.cols_u = items.index_select(0, rows)         # items, user-major
+        self.neg_r = -ratings.index_select(0, rows)       # −ratings, user-major
+        self.cols_i = u.index_select(0, by_item)          # users, item-major
         # Position, within its batch, of each item-major entry in the user-major order.
         rank = torch.empty_like(by_user)
         rank[by_user] = torch.arange(n, device=u.device) % batch_size
-        self.item_to_user = rank[by_item]
+        self.item_to_user = rank.index_select(0, by_item)
         self.crow_u, self.cnt_u = self._crow(key_u, n_users)
         self.crow_i, self.cnt_i = self._crow(key_i, n_items)
 

@@ -175,7 +175,7 @@ class Trainer:
             self._grad_buffers = [torch.zeros_like(p) for p in params]
         grads = self._grad_buffers
         perm = torch.randperm(len(users), generator=self.generator).to(self.device)
-        users, items, ratings = users[perm], items[perm], ratings[perm]
+        users, items, ratings = (a.index_select(0, perm) for a in (users, items, ratings))
         opt = self.optimizer
         fused = isinstance(opt, torch.optim.Adam) and opt.defaults.get("fused")
         if fused:
