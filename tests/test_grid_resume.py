@@ -199,6 +199,15 @@ def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(mon
     monkeypatch.setattr(planning, "source_fingerprint", edited("attacks/random_attack.py"))
     assert cell_key(cfg, origin) == origin_key
     assert cell_key(cfg, cells["tcd"]) != before["tcd"]
+
+    # The workspace derives every stage's seed (e.g. a cost sweep's shared draws): an edit there
+    # reruns every cell; an edit to the reports keeps them all.
+    monkeypatch.setattr(planning, "source_fingerprint", edited("utils/workspace.py"))
+    assert cell_key(cfg, origin) != origin_key
+    assert all(cell_key(cfg, c) != before[d] for d, c in cells.items())
+    monkeypatch.setattr(planning, "source_fingerprint", edited("utils/reporting.py"))
+    assert cell_key(cfg, origin) == origin_key
+    assert all(cell_key(cfg, c) == before[d] for d, c in cells.items())
     monkeypatch.setattr(planning, "source_fingerprint", real)
 
     explicit = config_from_dict({"dataset": {"name": "synthetic"}, "attack": {"name": ["random"]},

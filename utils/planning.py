@@ -217,11 +217,13 @@ def source_fingerprint(*parts: str) -> str:
 
 
 # Sources every cell depends on: datasets and splits, models and trainer, target selection and
-# the knowledge view, the evaluator and the seeds. The pipeline's bookkeeping and the reports
-# are left out, so an edit there keeps finished cells; an edit to how the pipeline combines the
-# stages needs a new experiment name.
-COMMON_SOURCES = ("data", "models", "attacks/threat.py", "utils/metrics.py", "utils/seeding.py")
-# Package folders whose modules can change a cell's numbers (utils: only the two above).
+# the knowledge view, the evaluator, the seeds, and the workspace, which derives every stage's
+# seed from the cell's coordinates (e.g. a knowledge-cost sweep's shared draws) and hands each
+# stage its data. The pipeline's bookkeeping (planning, execution, the results folder) and the
+# reports are left out, so an edit there keeps finished cells.
+COMMON_SOURCES = ("data", "models", "attacks/threat.py", "utils/metrics.py", "utils/seeding.py",
+                  "utils/workspace.py")
+# Package folders whose modules can change a cell's numbers (utils: only the three above).
 _NUMERIC_PACKAGES = ("data", "models", "attacks", "defenses")
 
 
