@@ -40,6 +40,10 @@ paired 0.370 ± 0.188 / 0.401 ± 0.083; paired_oracle_stats 0.378 / 0.401; paire
 0.396 / 0.401; paired_view_fillers 0.504 ± 0.081 / 0.401; paired_unseen_top 0.196 ± 0.193 /
 0.401 ± 0.083. The decline of the preset is the per-c draws; only ``unseen: top`` moves the
 paired curve consistently (up with c, every seed), and ``fillers: view`` the other way.
+PGA and TNA on random targets (``--switches paired,paired_fixed_filler --attacks pga,tna
+--kinds random``), c = 0.2 / 1.0: paired PGA 0.143 / 0.105, TNA 0.309 / 0.188; fixed filler
+PGA 0.102 / 0.105, TNA 0.191 / 0.188 — their decline is the view's longer profiles at small c.
+FilmTrust TNA keeps its decline with the filler size fixed (random targets 0.551 / 0.304).
 """
 from __future__ import annotations
 
