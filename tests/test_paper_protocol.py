@@ -361,8 +361,9 @@ def test_paper_protocol_preset():
     # 2 datasets × 3 seeds × 2 target kinds × (Origin + 5 attacks × 4 defenses)
     assert len(cells) == 252
     commands = header_commands("tcd_paper_protocol.yaml")
-    assert len(commands) == 3 and commands[0] == []
-    for args, n_cells in zip(commands[1:], (126, 252)):   # the files: FilmTrust only
+    assert len(commands) == 4 and commands[0] == []
+    # the files: FilmTrust only; K 40; the authors' FilmTrust "random" list: one kind, 21 cells
+    for args, n_cells in zip(commands[1:], (126, 252, 63)):
         other = load_config(REPO / "configs" / "tcd_paper_protocol.yaml", args)
         assert len(plan_cells(other)) == n_cells and other.experiment != cfg.experiment
     files = load_config(REPO / "configs" / "tcd_paper_protocol.yaml", commands[1])
@@ -370,6 +371,9 @@ def test_paper_protocol_preset():
     assert ft.split_files.train.endswith("filmtrust.train.rating")
     assert (ft.max_rating, ft.rating_steps) == (8, 8)
     assert not for_dataset(files, "ml-100k").dataset.split_files.train
+    listed = load_config(REPO / "configs" / "tcd_paper_protocol.yaml", commands[3])
+    assert (listed.targets.kind, listed.targets.id_space) == ("list", "index")
+    assert listed.targets.items == [539, 117, 1600, 1326, 208]
 
 
 def test_deviation_preset_switches_one_choice_at_a_time():
