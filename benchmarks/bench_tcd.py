@@ -127,11 +127,14 @@ def report(case: str, epochs: int, threads: int) -> None:
     print(f"\ndata: {case}, {tcd['users']} users × {tcd['items']} items, {tcd['ratings']} ratings "
           f"({tcd['train']} train); load average {load_before:.1f} → {os.getloadavg()[0]:.1f}")
     target = settings["time_target"]
+    from utils.config import ModelConfig
+
     # Adam steps of the three models: labelled rows alone for T_pre epochs, then labelled +
-    # pseudo-labelled rows (batch 2048, the ModelConfig default the children use).
+    # pseudo-labelled rows, in batches of the ModelConfig default the children train with.
+    batch = ModelConfig().batch_size
     per_epoch = [tcd["train"]] * settings["t_pre"] + \
         [tcd["train"] + tcd["info"]["pseudo_per_model_epoch"]] * (epochs - settings["t_pre"])
-    steps = 3 * sum(math.ceil(rows / 2048) for rows in per_epoch)
+    steps = 3 * sum(math.ceil(rows / batch) for rows in per_epoch)
     floor = adam_floor(tcd["users"], tcd["items"], steps)
     rows = [
         ("plain MF wall time (s)", f"{mf['wall']:.1f}", "", ""),
