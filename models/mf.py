@@ -68,7 +68,8 @@ class BatchLayout:
         # still j // B: the sorted ids are the sorted keys minus the batch offsets (no gather).
         self.rows_u = key_u - offset_u    # users, user-major
         self.rows_i = key_i - offset_i    # items, item-major
-        rows = perm.index_select(0, by_user)              # rows of (users, items, ratings), user-major
+        # Rows of (users, items, ratings), user-major.
+        rows = perm.index_select(0, by_user)
         self.cols_u = items.index_select(0, rows)         # items, user-major
         self.neg_r = -ratings.index_select(0, rows)       # −ratings, user-major
         self.cols_i = u.index_select(0, by_item)          # users, item-major
