@@ -293,6 +293,39 @@ def test_select_on_test_through_a_cell(tmp_path):
     assert "selected_on" not in json.loads(row["defense_info"])
 
 
+def test_select_on_last_keeps_every_model_at_its_last_epoch(tmp_path):
+    tree = small_tree(tmp_path, evaluation={"k": 10, "select_on": "last"},
+                      split={"test_item": "any"},
+                      model={"dim": 8, "epochs": 5, "batch_size": 256, "lr": 0.02})
+    cfg = config_from_dict(tree)
+    ws = Workspace(cfg)
+    split = ws.split("synthetic", 0)
+    assert len(split.val) == 0                       # no validation rows: all non-test train
+    data = ws.training_data(split, None)
+    assert len(data.val) == 0
+    model = build_model(cfg.model, data.n_users, data.n_items, torch_generator(1, "init"))
+    trainer = Trainer(model, cfg.model, data.scale, torch_generator(1, "shuffle"))
+    result = trainer.fit(data.train, data.val)
+    assert result.best_epoch == 5
+    # the kept model is the last epoch's: the same as five epochs without any selection
+    again = build_model(cfg.model, data.n_users, data.n_items, torch_generator(1, "init"))
+    plain = Trainer(again, cfg.model, data.scale, torch_generator(1, "shuffle"))
+    for _ in range(5):
+        plain.train_epoch(data.train)
+    assert torch.equal(model.user_emb, again.user_emb)
+    # through cells: undefended, TCD (its own epoch loop) and AT all keep their last epoch
+    for defense in ("none", "tcd", "at"):
+        cell = [c for c in plan_cells(config_from_dict({**tree, "defense": {"name": defense}}))
+                if c.attacked][0]
+        row, _ = run_cell(ws, cell)
+        assert row["best_epoch"] == 5, defense
+        info = json.loads(row["defense_info"])
+        assert info["selected_on"] == "last" and info["best_val"] is None
+    with pytest.raises(ConfigError, match="select_on: last has no validation"):
+        config_from_dict(small_tree(tmp_path, evaluation={"select_on": "last"},
+                                    split={"fake_rows": "platform"}))
+
+
 def test_new_keys_at_their_defaults_keep_cell_keys(tmp_path):
     base = small_tree(tmp_path)
     cfg = config_from_dict(base)

@@ -84,8 +84,11 @@ class Workspace:
         key = (name, repeat)
         if key not in self._splits:
             s = self.cfg.split
-            # Selection on the test set: no validation rows, every non-test row trains.
-            val_fraction = 0.0 if self.cfg.evaluation.select_on == "test" else s.val_fraction
+            # Selection on the test set or none (the last epoch): no validation rows, every
+            # non-test row trains. With no rows to validate on, every epoch's validation loss
+            # is NaN and each fit keeps its last epoch.
+            val_fraction = 0.0 if self.cfg.evaluation.select_on != "validation" else \
+                s.val_fraction
             self._splits[key] = split_ratings(
                 self.data(name), numpy_rng(self.repeat_seed(repeat), "split", name),
                 s.positive_threshold, val_fraction, self.cfg.dataset.feedback, s.test_item)
@@ -391,9 +394,12 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         row[f"target_hr@{k}_per_retrain"] = " ".join(
             f"{res.metrics[f'target_hr@{k}']:.6g}" for res in results)
     row["best_epoch"] = info.get("best_epoch")
-    if cfg.evaluation.select_on == "test":
-        info = {**info, "selected_on": "test"}   # marks the cell as selected on the test set
-    row["defense_info"] = json.dumps({k: v for k, v in info.items() if k != "best_epoch"},
+    if cfg.evaluation.select_on != "validation":
+        # Marks the cell as selected on the test set, or kept at its last epoch.
+        info = {**info, "selected_on": cfg.evaluation.select_on}
+    # No validation rows (select_on: last) leave best_val NaN: written as null, valid JSON.
+    row["defense_info"] = json.dumps({k: (None if isinstance(v, float) and v != v else v)
+                                      for k, v in info.items() if k != "best_epoch"},
                                      sort_keys=True, default=jsonable)
     row.update(timings)
     return row, arrays
