@@ -394,9 +394,10 @@ def test_paper_protocol_preset():
     # 2 datasets × 3 seeds × 2 target kinds × (Origin + 5 attacks × 4 defenses)
     assert len(cells) == 252
     commands = header_commands("tcd_paper_protocol.yaml")
-    assert len(commands) == 4 and commands[0] == []
-    # the files: FilmTrust only; K 40; the authors' FilmTrust "random" list: one kind, 21 cells
-    for args, n_cells in zip(commands[1:], (126, 252, 63)):
+    assert len(commands) == 5 and commands[0] == []
+    # the files: FilmTrust only; K 40; the authors' FilmTrust "random" list: one kind, 21
+    # cells; the last epoch (Table 3 as the authors' code measures it)
+    for args, n_cells in zip(commands[1:], (126, 252, 63, 252)):
         other = load_config(REPO / "configs" / "tcd_paper_protocol.yaml", args)
         assert len(plan_cells(other)) == n_cells and other.experiment != cfg.experiment
     files = load_config(REPO / "configs" / "tcd_paper_protocol.yaml", commands[1])
@@ -407,6 +408,8 @@ def test_paper_protocol_preset():
     listed = load_config(REPO / "configs" / "tcd_paper_protocol.yaml", commands[3])
     assert (listed.targets.kind, listed.targets.id_space) == ("list", "index")
     assert listed.targets.items == [539, 117, 1600, 1326, 208]
+    assert load_config(REPO / "configs" / "tcd_paper_protocol.yaml",
+                       commands[4]).evaluation.select_on == "last"
 
 
 def test_deviation_preset_switches_one_choice_at_a_time():
