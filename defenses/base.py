@@ -38,6 +38,11 @@ class TrainingData:
     n_items: int
     scale: RatingScale
     feedback: str = "explicit"
+    # False when ``val`` is the test set standing in for model selection
+    # (``evaluation.select_on: test``): a defense may score those rows to pick an epoch, but
+    # they are not ratings the system holds — treating them as known (e.g. keeping them out of
+    # pseudo-labels) would let test information into training.
+    val_known: bool = True
 
 
 @dataclass

@@ -21,6 +21,7 @@ generate → detect → repair loop, or for measuring a detector's precision).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,8 +91,8 @@ class DetectionDefense(Defense):
         raise NotImplementedError
 
     def observed(self, data: TrainingData) -> Interactions:
-        return (Interactions.concat(data.train, data.val) if self.options.use_validation
-                else data.train)
+        return (Interactions.concat(data.train, data.val)
+                if self.options.use_validation and data.val_known else data.train)
 
     def flag(self, data: TrainingData) -> np.ndarray:
         """Boolean mask over users: the flagged ones."""
@@ -109,8 +110,8 @@ class DetectionDefense(Defense):
         flagged = self.flag(data)
         drop_train = flagged[data.train.users]
         drop_val = flagged[data.val.users]
-        kept = TrainingData(data.train.subset(~drop_train), data.val.subset(~drop_val),
-                            data.n_users, data.n_items, data.scale, data.feedback)
+        kept = dataclasses.replace(data, train=data.train.subset(~drop_train),
+                                   val=data.val.subset(~drop_val))
         self._distrust = Distrust(rows=drop_train, users=flagged)
         model = self.new_model(kept)
         trainer = self.new_trainer(model, kept)

@@ -15,7 +15,10 @@ authors' loop). The epoch of h0 with the lowest validation loss is kept, and h0 
 "Unobserved" means rated neither in the training nor in the validation data: validation
 ratings are known to the system and only held out for model selection, so they get no
 pseudo-label (the spec's "unobserved cells of the training matrix", with the validation cells
-counted as observed; the authors had no validation split).
+counted as observed; the authors had no validation split). With ``evaluation.select_on: test``
+the validation rows are the test set and stay unobserved: excluding them made the test cells
+the only unobserved cells never pushed towards a partner's guess, which raised TCD's test HR
+by ≈ 0.02 on ML-100K under the authors' protocol (a leak of the test set into training).
 
 Π = clip(round(x · steps) / steps, lowest, 1) (``RatingScale.project``). The authors' last code
 rounds without clipping, so cells both partners predict near 0 got a pseudo-label of ≈ 0; here
@@ -153,7 +156,9 @@ class TripleCooperativeDefense(Defense):
                          (data.train.users, data.train.items, data.train.ratings))
         # Validation cells are rated too (held out for model selection only): never pseudo-label
         # them, or the selection would score the partners' guesses instead of real ratings.
-        rated = Interactions.concat(data.train, data.val)
+        # Test cells standing in for validation (select_on: test) are not known ratings: they
+        # are pseudo-labelled like any unobserved cell, as in the authors' code.
+        rated = Interactions.concat(data.train, data.val) if data.val_known else data.train
         observed = ObservedCells(rated, data.n_users, data.n_items, device)
         generator = torch_generator(self.seed, "pseudo-labels")
 

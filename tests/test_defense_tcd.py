@@ -3,6 +3,8 @@ they are recomputed for every (epoch, model) from the two partners; h0 recommend
 planted attack on synthetic data TCD lowers the target hit ratio of the undefended model."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -238,3 +240,28 @@ def test_tcd_lowers_the_target_hit_ratio_of_a_planted_attack():
     defended = target_hr("tcd", poisoned, TCDOptions(t_pre=4))
     assert attacked > origin + 0.1  # the planted attack works on the undefended model
     assert defended < attacked - 0.5 * (attacked - origin)
+
+
+def test_test_rows_standing_in_for_validation_are_pseudo_labelled(monkeypatch):
+    """With evaluation.select_on: test the validation rows are the test set: TCD must not treat
+    them as known ratings (keeping them out of pseudo-labels leaked the test set into training:
+    the test cells were the only unobserved cells never pushed towards a partner's guess)."""
+    split, clean = synthetic_training_data(60, 40, seed=3)
+    seen = []
+    real = tcd.ObservedCells
+
+    def recording(rated, *args):
+        seen.append(set(zip(rated.users.tolist(), rated.items.tolist())))
+        return real(rated, *args)
+
+    monkeypatch.setattr(tcd, "ObservedCells", recording)
+    cfg = ModelConfig(dim=8, epochs=2, batch_size=256)
+    train_cells = set(zip(clean.train.users.tolist(), clean.train.items.tolist()))
+    val_cells = set(zip(clean.val.users.tolist(), clean.val.items.tolist()))
+    assert val_cells and not val_cells & train_cells
+    infos = []
+    for known in (True, False):
+        data = dataclasses.replace(clean, val_known=known)
+        infos.append(DEFENSES["tcd"](TCDOptions(t_pre=1), cfg, seed=1).fit(data)[1])
+    assert seen == [train_cells | val_cells, train_cells]
+    assert infos[1]["agreement"] != infos[0]["agreement"]   # more cells to label: a new share

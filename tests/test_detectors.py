@@ -4,6 +4,8 @@ dropped rows, the options; on synthetic data with a planted average attack each 
 flags mostly fake users and the victim trained without them is less promoted."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -163,6 +165,12 @@ def test_flagged_users_lose_every_row_and_are_reported(planted, name, monkeypatc
     # The same seed flags the same users.
     again = DEFENSES[name](defense.options, defense.model_cfg, seed=0).flag(data)
     assert np.array_equal(again, flagged)
+    # use_validation reads the validation rows as profile data only when they are known
+    # ratings, never when they are the test set standing in for selection (select_on: test).
+    reader = DEFENSES[name](DEFENSES[name].parse_options({"use_validation": True}),
+                            defense.model_cfg, seed=0)
+    assert len(reader.observed(data)) == len(data.train) + len(data.val)
+    assert len(reader.observed(dataclasses.replace(data, val_known=False))) == len(data.train)
 
 
 # ----------------------------------------------------------------------------- planted attack

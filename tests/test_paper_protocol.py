@@ -258,6 +258,7 @@ def test_select_on_test_picks_the_epoch_of_smallest_test_mse(tmp_path, caplog):
     assert len(test) == int((split.test_items >= 0).sum()) > 0
     data = ws.training_data(split, None)
     assert pairs(data.val) == pairs(test) and len(data.train) == len(split.train)
+    assert data.val_known is False    # test rows: scored for selection, never known ratings
     model = build_model(cfg.model, data.n_users, data.n_items, torch_generator(1, "init"))
     trainer = Trainer(model, cfg.model, data.scale, torch_generator(1, "shuffle"))
     result = trainer.fit(data.train, data.val)

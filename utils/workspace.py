@@ -140,7 +140,8 @@ class Workspace:
             else:
                 train = Interactions.concat(train, shifted)
             n_users = split.n_users + int(fake.users.max()) + 1
-        return TrainingData(train, val, n_users, split.n_items, split.scale, split.feedback)
+        return TrainingData(train, val, n_users, split.n_items, split.scale, split.feedback,
+                            val_known=self.cfg.evaluation.select_on != "test")
 
     def train(self, defense: str, params: tuple, model: str, data: TrainingData, seed: int):
         options = component_options(self.cfg, "defense", defense, params)
