@@ -30,6 +30,9 @@ from pathlib import Path
 
 import pandas as pd
 
+import common  # noqa: F401 - puts the repository on sys.path
+from utils.reporting import read_runs, runs_frame
+
 DEFAULT_ROWS = (
     "ours=results/tcd_protocol_deviation:eps=0.03,projection=clip",
     "test item any=results/tcd_protocol_deviation_test_item",
@@ -46,11 +49,11 @@ def read_cells(folder: Path) -> pd.DataFrame:
     """runs.csv of a finished folder, else the cells finished so far (cells/*.json)."""
     runs_csv = folder / "runs.csv"
     if runs_csv.is_file():
-        return pd.read_csv(runs_csv, keep_default_na=False)
+        return read_runs(runs_csv)
     records = [json.loads(p.read_text()) for p in sorted((folder / "cells").glob("*.json"))]
     if not records:
         raise SystemExit(f"{folder}: no runs.csv and no finished cells; run the preset first")
-    return pd.DataFrame.from_records(records)
+    return runs_frame(records)
 
 
 def parse_row(text: str) -> tuple[str, Path, dict]:

@@ -465,18 +465,23 @@ def test_split_files_end_to_end_with_select_on_test(tmp_path):
     assert all(json.loads(info)["selected_on"] == "test" for info in runs["defense_info"])
 
 
-@pytest.mark.skipif(not (DATA_ROOT / "ml-100k" / "u.data").is_file(), reason="no ML-100K here")
-def test_write_split_files_script_round_trips_ml100k(tmp_path, capsys):
+def _load_benchmark(name: str):
+    """A script of benchmarks/ as a module (its ``import common`` needs the folder on the path)."""
     import importlib.util
     import sys
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        spec = importlib.util.spec_from_file_location(
-            "write_split_files", REPO / "benchmarks" / "write_split_files.py")
-        script = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(script)
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
+    return module
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "ml-100k" / "u.data").is_file(), reason="no ML-100K here")
+def test_write_split_files_script_round_trips_ml100k(tmp_path, capsys):
+    script = _load_benchmark("write_split_files")
     keys = [f"dataset.root={DATA_ROOT}", f"dataset.cache_dir={tmp_path / 'c'}",
             "split.test_item=any", "evaluation.select_on=test"]
     assert script.main(["--out", str(tmp_path / "s"), "dataset=ml-100k", *keys]) == 0
@@ -491,13 +496,6 @@ def test_write_split_files_script_round_trips_ml100k(tmp_path, capsys):
     assert theirs.scale == ours.scale
     assert script.main(["--out", str(tmp_path / "s"), "dataset=ml-10k"]) == 2
 
-
-def _load_benchmark(name: str):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_protocol_deviation_table_filters_options_and_averages_attacks_per_seed():
