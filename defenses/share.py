@@ -121,7 +121,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.trainer import make_optimizer
+from models.optimizers import make_optimizer
 from utils.config import _range
 from utils.seeding import torch_generator
 
@@ -370,7 +370,8 @@ class SHARE(AdversarialDefense):
                     # The warm-up model was a probe: what the distrusted rows gave the items
                     # during it would stay in the item table, so training starts over.
                     model.load_state_dict(initial)
-                    trainer.optimizer = make_optimizer(model.parameters(), self.model_cfg)
+                    trainer.optimizer = make_optimizer(model.parameters(), self.model_cfg,
+                                                       lookup_tables=model.lookup_tables())
                     trainer.epoch = 0
                     tracker = RewardTracker(opt.w_quality, opt.w_robustness, opt.w_fairness)
                     best_val, best_state, restarted = math.inf, None, True

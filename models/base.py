@@ -35,6 +35,12 @@ class Recommender(nn.Module):
         """Scores of every item for ``users``: shape (len(users), n_items)."""
         raise NotImplementedError
 
+    def lookup_tables(self) -> list[nn.Parameter]:
+        """The embedding tables the loss reads only by row lookup (user and item tables):
+        ``model.optimizer: adadelta_sparse`` updates only their rows in the batch."""
+        return [t for t in (getattr(self, "user_emb", None), getattr(self, "item_emb", None))
+                if isinstance(t, nn.Parameter)]
+
     def user_table(self) -> torch.Tensor:
         """The user embedding table whose row norms personalized defenses read."""
         raise NotImplementedError

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from data.ratings import Interactions, RatingScale
 
 from .mf import BatchLayout
+from .optimizers import make_optimizer
 
 # Sparse CSR support is marked beta; the products used here are stable and tested.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -77,19 +78,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(params, cfg) -> torch.optim.Optimizer:
-    params = list(params)
-    if cfg.optimizer == "adam":
-        fused = all(p.device.type in ("cpu", "cuda") for p in params)
-        return torch.optim.Adam(params, lr=cfg.lr, fused=fused)
-    if cfg.optimizer == "adadelta":
-        # TensorFlow 1's AdadeltaOptimizer defaults (rho 0.95, epsilon 1e-8), which the TCD
-        # authors' code runs with lr 20 (model.profile: tcd_authors); torch's own defaults
-        # (0.9, 1e-6) take ~10× larger first steps.
-        return torch.optim.Adadelta(params, lr=cfg.lr, rho=0.95, eps=1e-8)
-    return torch.optim.SGD(params, lr=cfg.lr)
-
-
 @dataclass
 class FitResult:
     best_epoch: int
@@ -121,7 +109,8 @@ class Trainer:
         self.feedback = feedback
         if feedback not in ("explicit", "implicit"):
             raise ValueError(f"feedback '{feedback}' is unknown; use explicit or implicit")
-        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg,
+                                        lookup_tables=self.model.lookup_tables())
         keep_freed_memory()
         self.epoch = 0
         self._seen = None  # implicit: the last epoch's positives, masked in validation

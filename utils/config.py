@@ -139,10 +139,11 @@ class ModelConfig:
 
 # Named (optimizer, lr, reg) sets for ``model.profile``. ``tcd_authors``: the TCD authors' last
 # code (greensun0830/TCD, models/pure_SVD.py): tf.train.AdadeltaOptimizer(20.) (TensorFlow 1's
-# rho 0.95 and epsilon 1e-8, as models/trainer.py sets for Adadelta) and L2 1e-4 per element.
+# rho 0.95 and epsilon 1e-8) applied, as TensorFlow applies it to embedding lookups, only to the
+# rows in each batch (models/optimizers.py: adadelta_sparse), and L2 1e-4 per element.
 # Not the default: the paper's text says Adam (1e-3) and 0.005 (protocol.md §3).
 MODEL_PROFILES = {
-    "tcd_authors": {"optimizer": "adadelta", "lr": 20.0, "reg": 1e-4},
+    "tcd_authors": {"optimizer": "adadelta_sparse", "lr": 20.0, "reg": 1e-4},
 }
 PROFILE_KEYS = ("optimizer", "lr", "reg")
 
@@ -545,7 +546,8 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_name(cfg.executor, ["local", "ray"], "executor")
     _check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
     _check_file_dataset(cfg.dataset)
-    _check_name(cfg.model.optimizer, ["adam", "adadelta", "sgd"], "model.optimizer")
+    _check_name(cfg.model.optimizer, ["adam", "adadelta", "adadelta_sparse", "sgd"],
+                "model.optimizer")
     _check_name(cfg.device, ["auto", "cpu", "cuda"], "device")
     _check_name(cfg.split.fake_rows, ["train", "platform"], "split.fake_rows")
     _check_name(cfg.split.test_item, ["positive", "any"], "split.test_item")
