@@ -37,7 +37,9 @@ Deviations from the authors' code: the best epoch is chosen on validation loss, 
 set (protocol.md §2), among the epochs trained with pseudo-labels; Π clips (defenses.md §2);
 validation cells get no pseudo-label (above). The number of pre-training epochs is an option
 (default 4, the paper's ML-100K value) because a defense does not know the dataset's name; the
-presets set the paper's 1 (FilmTrust), 4 (ML-100K), 2 (ML-1M).
+presets set the paper's 1 (FilmTrust), 4 (ML-100K), 2 (ML-1M). ``t_pre`` counts plain epochs;
+the authors' code pseudo-labels once ``cur_epochs > FLAGS.pre``, so if the paper's T_pre is
+that flag, their runs trained T_pre + 1 plain epochs (``t_pre`` 5 on ML-100K; README).
 """
 from __future__ import annotations
 

@@ -474,10 +474,10 @@ def test_paper_protocol_preset():
     # 2 datasets × 3 seeds × 2 target kinds × (Origin + 5 attacks × 4 defenses)
     assert len(cells) == 252
     commands = header_commands("tcd_paper_protocol.yaml")
-    assert len(commands) == 5 and commands[0] == []
+    assert len(commands) == 6 and commands[0] == []
     # the files: FilmTrust only; K 40; the authors' FilmTrust "random" list: one kind, 21
-    # cells; the last epoch (Table 3 as the authors' code measures it)
-    for args, n_cells in zip(commands[1:], (126, 252, 63, 252)):
+    # cells; the last epoch (Table 3 as the authors' code measures it); T_pre as the flag
+    for args, n_cells in zip(commands[1:], (126, 252, 63, 252, 252)):
         other = load_config(REPO / "configs" / "tcd_paper_protocol.yaml", args)
         assert len(plan_cells(other)) == n_cells and other.experiment != cfg.experiment
     files = load_config(REPO / "configs" / "tcd_paper_protocol.yaml", commands[1])
@@ -490,6 +490,11 @@ def test_paper_protocol_preset():
     assert listed.targets.items == [539, 117, 1600, 1326, 208]
     assert load_config(REPO / "configs" / "tcd_paper_protocol.yaml",
                        commands[4]).evaluation.select_on == "last"
+    flag = load_config(REPO / "configs" / "tcd_paper_protocol.yaml", commands[5])
+    assert flag.evaluation.select_on == "last"
+    for name, t_pre in (("ml-100k", 5), ("filmtrust", 2)):
+        options = for_dataset(flag, name).defense.options["tcd"]
+        assert DEFENSES["tcd"].parse_options(options).t_pre == t_pre
 
 
 def test_deviation_preset_switches_one_choice_at_a_time():
