@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import json
-import types
 import logging
 import re
 import shlex
+import types
 from pathlib import Path
 
 import numpy as np
