@@ -9,7 +9,9 @@ fast step (AT on MF), the NCF hand-derived step (implicit), and the neural attac
 
 Discrete outputs (pseudo-label cells, best epochs, fake profiles) must match exactly; float
 outputs (losses, embeddings, labels) within a tolerance a little above float32 round-off, so a
-reordered but equivalent sum passes and a change of mathematics does not.
+reordered but equivalent sum passes and a change of mathematics does not. The MF cases run the
+compiled epoch (``models.mf_kernel``, sums in another order); the PyTorch form of the same epoch
+is checked bit for bit against the fixture, and the two forms against each other.
 
 Regenerate the fixture only when a change of results is intended (never to make a speed change
 pass): ``python tests/test_speed_equivalence.py --write``.
@@ -35,6 +37,7 @@ from data.ratings import Interactions  # noqa: E402
 from defenses import DEFENSES, TrainingData  # noqa: E402
 from defenses.tcd import ObservedCells, TCDOptions, pseudo_labels  # noqa: E402
 from models import build_model  # noqa: E402
+from models.mf_kernel import MFAdamKernel  # noqa: E402
 from models.trainer import Trainer  # noqa: E402
 from utils.config import DatasetConfig, ModelConfig, SyntheticConfig  # noqa: E402
 from utils.seeding import numpy_rng  # noqa: E402
@@ -209,11 +212,57 @@ def test_hot_paths_compute_what_they_computed_before(name):
 def test_both_forms_of_the_mf_gradient_give_the_same_numbers(monkeypatch, sparse_products):
     """The fast path computes E Q and Eᵀ P by CSR products or by gather + index_add,
     whichever is faster for the table size; each must reproduce the reference bit for bit."""
+    monkeypatch.setattr(Trainer, "compiled_kernel", False)
     monkeypatch.setattr(Trainer, "sparse_products", sparse_products)
     expected = np.load(FIXTURE)
     got = case_mf()
     for key, value in got.items():
         assert np.array_equal(expected[key], np.asarray(value)), key
+
+
+def test_the_compiled_epoch_agrees_with_the_pytorch_form(monkeypatch):
+    """The compiled MF epoch (``models.mf_kernel``) sums in another order than the PyTorch
+    form: the same model to float32 round-off after 6 epochs, the same best epoch — and the
+    tolerance is tight enough to catch a 1 % change of the step size."""
+    compiled = case_mf()
+    monkeypatch.setattr(Trainer, "compiled_kernel", False)
+    pytorch = case_mf()
+    assert sorted(compiled) == sorted(pytorch)
+    for key in compiled:
+        if key.endswith("best_epoch"):
+            assert compiled[key] == pytorch[key]
+        else:
+            np.testing.assert_allclose(compiled[key], pytorch[key], rtol=1e-5, atol=1e-6,
+                                       err_msg=key)
+    assert not np.array_equal(compiled["mf/user_emb"], pytorch["mf/user_emb"])  # both ran
+    monkeypatch.setattr(Trainer, "compiled_kernel", True)
+    real_epoch = MFAdamKernel.epoch
+
+    def lr_off_by_one_percent(self, P, Q, states, users, items, ratings, perm, size, reg, lr,
+                              *rest):
+        return real_epoch(self, P, Q, states, users, items, ratings, perm, size, reg,
+                          lr * 1.01, *rest)
+
+    monkeypatch.setattr(MFAdamKernel, "epoch", lr_off_by_one_percent)
+    changed = case_mf()
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(changed["mf/user_emb"], pytorch["mf/user_emb"], rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_the_compiled_epoch_does_not_depend_on_the_thread_count():
+    """Only Adam's independent rows are split between threads: 1 and 2 threads give the same
+    bits."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = case_mf()
+        torch.set_num_threads(2)
+        two = case_mf()
+    finally:
+        torch.set_num_threads(previous)
+    for key in one:
+        assert np.array_equal(one[key], two[key]), key
 
 
 def _write() -> None:

@@ -1,0 +1,178 @@
+"""One epoch of explicit MF + squared error + Adam as a compiled loop (issue 18).
+
+The epoch ``Trainer.fast_epoch`` runs (plain MF, TCD's three models, the attacks' MF
+surrogates) is ~80 k small steps per TCD cell on ML-100K. Written as PyTorch calls, a step is
+about fifteen kernel launches on table-sized temporaries, plus a per-epoch sort of the whole
+epoch into sparse layouts; the time went to launch overhead and extra passes over memory.
+Here the whole epoch is one call of a Numba-compiled loop, per batch:
+
+1. residuals e = p_u·q_i − r of the batch rows (the epoch's rows are gathered into batch order
+   once, so they are read sequentially);
+2. the gradient rows: (2/B)·e·q_i added to row u of a user buffer and (2/B)·e·p_u to row i of
+   an item buffer, in batch order, then the L2 term (2 reg / (B d))·c_u·p_u on the touched
+   rows only (c_u = occurrences in the batch: autograd's gradient of TCD's per-element L2 on
+   the batch embeddings);
+3. Adam over *every* row of both tables (rows absent from the batch still move with their
+   momentum, as in ``torch.optim.Adam``), then the touched gradient rows are zeroed.
+
+It computes the mathematics of ``Trainer.fast_epoch``'s PyTorch form (and of the
+straightforward autograd loop), with Adam as torch's fused CPU kernel writes it (float32
+coefficients, ``m·β1 + g·(1−β1)``, ``v·β2 + g·g·(1−β2)``,
+``p − step_size·m / (√v / √bias_correction2 + eps)``). Sums are taken in another order — the
+dot products in vector lanes, each gradient row in batch order — so results agree with the
+PyTorch form to float32 round-off, not bit for bit (``tests/test_speed_equivalence.py``
+compares both and the pre-issue-18 reference). Where a model's output feeds a discrete choice
+(TCD's partner agreement, an attack's item choice), a round-off difference can flip one choice
+and the runs then part ways, as a different seed would.
+
+The loop is single-threaded on purpose: Numba's parallel regions cost more per step than they
+saved at this size (measured on ML-100K: a step with Adam's rows split over two threads took
+0.54 ms, the sequential step 0.46 ms), and a grid runs one cell per core anyway. So the numbers do not
+depend on ``threads``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: no division
+# checks, so the loops vectorize
+
+
+@njit(fastmath={"reassoc"}, **_JIT)
+def _residuals(P, Q, users, items, ratings, start, stop, errors):
+    """errors[k] = p_u·q_i − r for the batch rows ``start:stop``; returns Σ e² in float64.
+    ``reassoc`` lets the compiler sum each dot product in vector lanes."""
+    total = 0.0
+    for row in range(start, stop):
+        p, q = P[users[row]], Q[items[row]]
+        dot = np.float32(0.0)
+        for f in range(p.shape[0]):
+            dot += p[f] * q[f]
+        err = dot - ratings[row]
+        errors[row - start] = err
+        total += np.float64(err) * np.float64(err)
+    return total
+
+
+@njit(**_JIT)
+def _accumulate(grad, table, ids, other, other_ids, start, stop, errors, scale, counts, touched,
+                l2):
+    """grad[ids[r]] += scale·e_r·other[other_ids[r]] over the batch rows in batch order, then
+    the L2 term l2·c·table[row] on the rows touched; returns how many rows were touched."""
+    n_touched = 0
+    for row in range(start, stop):
+        own = ids[row]
+        if counts[own] == 0:
+            touched[n_touched] = own
+            n_touched += 1
+        counts[own] += 1
+        err = errors[row - start] * scale
+        g, o = grad[own], other[other_ids[row]]
+        for f in range(g.shape[0]):
+            g[f] += err * o[f]
+    for a in range(n_touched):
+        own = touched[a]
+        w = l2 * np.float32(counts[own])
+        g, x = grad[own], table[own]
+        for f in range(g.shape[0]):
+            g[f] = g[f] + w * x[f]
+    return n_touched
+
+
+@njit(**_JIT)
+def _adam(X, M, V, G, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt,
+          eps):
+    """Adam on every row of one table (torch's fused CPU formula, float32)."""
+    for r in range(X.shape[0]):
+        x, m, v, g = X[r], M[r], V[r], G[r]
+        for f in range(x.shape[0]):
+            grad = g[f]
+            m_new = m[f] * beta1 + grad * one_minus_beta1
+            v_new = v[f] * beta2 + grad * grad * one_minus_beta2
+            m[f] = m_new
+            v[f] = v_new
+            x[f] = x[f] - step_size * m_new / (np.sqrt(v_new) / bias2_sqrt + eps)
+
+
+@njit(**_JIT)
+def _clear(grad, counts, touched, n_touched):
+    for a in range(n_touched):
+        row = touched[a]
+        counts[row] = 0
+        grad[row, :] = 0.0
+
+
+@njit(**_JIT)
+def _epoch(P, Q, avg_p, avg_sq_p, avg_q, avg_sq_q, grad_p, grad_q, count_u, count_i,
+           touched_u, touched_i, users, items, ratings, batch_size, reg, step_sizes,
+           bias2_sqrts, beta1, beta2, eps, squared):
+    n, dim = users.shape[0], P.shape[1]
+    b1, b2 = np.float32(beta1), np.float32(beta2)
+    c1, c2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
+    eps32 = np.float32(eps)
+    errors = np.empty(batch_size, np.float32)
+    for b in range(squared.shape[0]):
+        start = b * batch_size
+        stop = min(n, start + batch_size)
+        count = stop - start
+        squared[b] = _residuals(P, Q, users, items, ratings, start, stop, errors)
+        scale = np.float32(2.0 / count)
+        l2 = np.float32(2.0 * reg / (count * dim))
+        n_u = _accumulate(grad_p, P, users, Q, items, start, stop, errors, scale,
+                          count_u, touched_u, l2)
+        n_i = _accumulate(grad_q, Q, items, P, users, start, stop, errors, scale,
+                          count_i, touched_i, l2)
+        _adam(P, avg_p, avg_sq_p, grad_p, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b], eps32)
+        _adam(Q, avg_q, avg_sq_q, grad_q, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b], eps32)
+        _clear(grad_p, count_u, touched_u, n_u)
+        _clear(grad_q, count_i, touched_i, n_i)
+
+
+class MFAdamKernel:
+    """The per-trainer buffers of the kernel (gradient rows, counts), kept across epochs."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+        self.grad_p = np.zeros((n_users, dim), np.float32)
+        self.grad_q = np.zeros((n_items, dim), np.float32)
+        self.count_u = np.zeros(n_users, np.int64)
+        self.count_i = np.zeros(n_items, np.int64)
+        self.touched_u = np.empty(n_users, np.int64)
+        self.touched_i = np.empty(n_items, np.int64)
+
+    def fits(self, n_users: int, n_items: int, dim: int) -> bool:
+        return self.grad_p.shape == (n_users, dim) and self.grad_q.shape == (n_items, dim)
+
+    def epoch(self, P: torch.Tensor, Q: torch.Tensor, states: list[dict], users, items,
+              ratings, perm: torch.Tensor, batch_size: int, reg: float, lr: float,
+              betas: tuple[float, float], eps: float) -> float:
+        """Train P and Q (in place) on rows ``perm`` of (users, items, ratings) in batches of
+        ``batch_size``; ``states`` are Adam's states of P and Q (their step counters are
+        advanced). Returns the sum of squared residuals."""
+        n = len(perm)
+        n_batches = max(1, -(-n // batch_size))
+        beta1, beta2 = betas
+        # Adam's per-step constants as torch's fused kernel computes them: in double from the
+        # step number, then used as float32.
+        steps = float(states[0]["step"]) + np.arange(1, n_batches + 1, dtype=np.float64)
+        step_sizes = (lr / (1.0 - beta1 ** steps)).astype(np.float32)
+        bias2_sqrts = np.sqrt(1.0 - beta2 ** steps).astype(np.float32)
+        squared = np.empty(n_batches, np.float64)
+        _epoch(P.numpy(), Q.numpy(), states[0]["exp_avg"].numpy(),
+               states[0]["exp_avg_sq"].numpy(), states[1]["exp_avg"].numpy(),
+               states[1]["exp_avg_sq"].numpy(), self.grad_p, self.grad_q, self.count_u,
+               self.count_i, self.touched_u, self.touched_i, _gather(users, perm),
+               _gather(items, perm), _gather(ratings, perm, np.float32), batch_size,
+               float(reg), step_sizes, bias2_sqrts, float(beta1), float(beta2), float(eps),
+               squared)
+        for state in states:
+            state["step"] += float(n_batches)
+        return float(squared.sum())
+
+
+def _gather(tensor: torch.Tensor, perm: torch.Tensor, dtype=np.int64) -> np.ndarray:
+    """The epoch's rows in batch order: one gather per array, so the kernel reads the rows
+    sequentially (TCD's epochs have ~1.5 M rows, far beyond the caches: reading them through
+    ``perm`` was measured 2× slower per step)."""
+    return np.ascontiguousarray(tensor.index_select(0, perm).numpy(), dtype=dtype)
