@@ -19,11 +19,14 @@ draw per row, so every occurrence of a user or item in a batch carries the same 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from models.trainer import Trainer
+from models.trainer import NonFiniteLossError, Trainer
+
+from .apr_kernel import SharedRowAPRKernel
 
 from .base import Defense, TrainingData
 
@@ -88,6 +91,48 @@ class AdversarialTrainer(Trainer):
 
     def adversarial_active(self) -> bool:
         return self.epoch >= self.warmup and self.eps > 0 and self.adv_weight > 0
+
+    def compiled_epoch_applies(self) -> bool:
+        """AT and RAT on explicit MF with Adam: the compiled shared-row epoch
+        (``defenses/apr_kernel.py``, the same mathematics as ``train_step``) and, during the
+        warm-up, the compiled plain epoch."""
+        from models.mf import MF
+        opt = self.optimizer
+        return (type(self.model) is MF and self.feedback == "explicit" and self.shared_rows
+                and isinstance(opt, torch.optim.Adam) and bool(opt.defaults.get("fused"))
+                and self._compiled_kernel_applies(self.model.user_emb, self.model.item_emb)
+                and type(self).train_step is AdversarialTrainer.train_step
+                and type(self).perturbations is AdversarialTrainer.perturbations
+                and type(self).row_eps is AdversarialTrainer.row_eps
+                and (self.defense is None
+                     or type(self.defense).row_eps is AdversarialDefense.row_eps))
+
+    def train_epoch(self, data) -> float:
+        if not self.compiled_epoch_applies():
+            return super().train_epoch(data)
+        users, items, ratings = self._tensors(data)
+        n = len(users)
+        if not self.adversarial_active():
+            loss = self.fast_epoch(users, items, ratings)
+        else:
+            P, Q = self.model.user_emb, self.model.item_emb
+            kernel = getattr(self, "_apr_kernel", None)
+            if kernel is None or not kernel.fits(P.shape[0], Q.shape[0], P.shape[1]):
+                kernel = self._apr_kernel = SharedRowAPRKernel(P.shape[0], Q.shape[0],
+                                                               P.shape[1])
+            perm = torch.randperm(n, generator=self.generator).to(self.device)
+            group = self.optimizer.param_groups[0]
+            total, self.last_gap = kernel.adversarial_epoch(
+                P.detach(), Q.detach(), [self._adam_state(p) for p in (P, Q)], users, items,
+                ratings, perm, self.cfg.batch_size, self.cfg.reg, group["lr"],
+                group["betas"], group["eps"], self.eps, self.adv_weight,
+                self.direction == "random", self.generator)
+            loss = total / max(n, 1)
+        self.epoch += 1
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch}; "
+                                     "lower model.lr or the defense's eps")
+        return loss
 
     def train_step(self, users, items, ratings) -> float:
         if not self.adversarial_active():

@@ -160,7 +160,8 @@ class HandDerivedAdversarialTrainer(AdversarialTrainer):
     """The adversarial trainer with :func:`adversarial_mf_epoch` as its epoch wherever that is
     the same mathematics: explicit MF, gradient direction, one δ per occurrence (PamaCF, VAT,
     SHARE). The defense supplies ``mf_row_eps(trainer, users, user_sq_norms, err)``; anything
-    else (other models, implicit feedback, AT/RAT's shared rows) takes the autograd step.
+    else takes the parent's epoch (AT/RAT's shared rows on MF: the compiled epoch of
+    ``defenses/apr_kernel.py``; other models and implicit feedback: the autograd step).
 
     ``item_weight`` (per row of the data passed to ``train_epoch``, or None) is forwarded to
     the epoch (SHARE's elimination from the item side).

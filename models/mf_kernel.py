@@ -41,7 +41,7 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: n
 
 
 @njit(fastmath={"reassoc"}, **_JIT)
-def _residuals(P, Q, users, items, ratings, start, stop, errors):
+def residuals(P, Q, users, items, ratings, start, stop, errors):
     """errors[k] = p_u·q_i − r for the batch rows ``start:stop``; returns Σ e² in float64.
     ``reassoc`` lets the compiler sum each dot product in vector lanes."""
     total = 0.0
@@ -57,10 +57,9 @@ def _residuals(P, Q, users, items, ratings, start, stop, errors):
 
 
 @njit(**_JIT)
-def _accumulate(grad, table, ids, other, other_ids, start, stop, errors, scale, counts, touched,
-                l2):
-    """grad[ids[r]] += scale·e_r·other[other_ids[r]] over the batch rows in batch order, then
-    the L2 term l2·c·table[row] on the rows touched; returns how many rows were touched."""
+def accumulate(grad, ids, other, other_ids, start, stop, errors, scale, counts, touched):
+    """grad[ids[r]] += scale·e_r·other[other_ids[r]] over the batch rows in batch order;
+    counts the occurrences of each row and lists the rows touched (returns how many)."""
     n_touched = 0
     for row in range(start, stop):
         own = ids[row]
@@ -72,18 +71,23 @@ def _accumulate(grad, table, ids, other, other_ids, start, stop, errors, scale, 
         g, o = grad[own], other[other_ids[row]]
         for f in range(g.shape[0]):
             g[f] += err * o[f]
+    return n_touched
+
+
+@njit(**_JIT)
+def add_l2(grad, table, counts, touched, n_touched, l2):
+    """The per-element L2 term l2·c·table[row] on the touched rows (c = occurrences)."""
     for a in range(n_touched):
         own = touched[a]
         w = l2 * np.float32(counts[own])
         g, x = grad[own], table[own]
         for f in range(g.shape[0]):
             g[f] = g[f] + w * x[f]
-    return n_touched
 
 
 @njit(**_JIT)
-def _adam(X, M, V, G, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt,
-          eps):
+def adam(X, M, V, G, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, bias2_sqrt,
+         eps):
     """Adam on every row of one table (torch's fused CPU formula, float32)."""
     for r in range(X.shape[0]):
         x, m, v, g = X[r], M[r], V[r], G[r]
@@ -97,7 +101,8 @@ def _adam(X, M, V, G, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2,
 
 
 @njit(**_JIT)
-def _clear(grad, counts, touched, n_touched):
+def clear(grad, counts, touched, n_touched):
+    """Zero the touched rows of ``grad`` and their counts."""
     for a in range(n_touched):
         row = touched[a]
         counts[row] = 0
@@ -117,17 +122,19 @@ def _epoch(P, Q, avg_p, avg_sq_p, avg_q, avg_sq_q, grad_p, grad_q, count_u, coun
         start = b * batch_size
         stop = min(n, start + batch_size)
         count = stop - start
-        squared[b] = _residuals(P, Q, users, items, ratings, start, stop, errors)
+        squared[b] = residuals(P, Q, users, items, ratings, start, stop, errors)
         scale = np.float32(2.0 / count)
         l2 = np.float32(2.0 * reg / (count * dim))
-        n_u = _accumulate(grad_p, P, users, Q, items, start, stop, errors, scale,
-                          count_u, touched_u, l2)
-        n_i = _accumulate(grad_q, Q, items, P, users, start, stop, errors, scale,
-                          count_i, touched_i, l2)
-        _adam(P, avg_p, avg_sq_p, grad_p, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b], eps32)
-        _adam(Q, avg_q, avg_sq_q, grad_q, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b], eps32)
-        _clear(grad_p, count_u, touched_u, n_u)
-        _clear(grad_q, count_i, touched_i, n_i)
+        n_u = accumulate(grad_p, users, Q, items, start, stop, errors, scale, count_u,
+                         touched_u)
+        n_i = accumulate(grad_q, items, P, users, start, stop, errors, scale, count_i,
+                         touched_i)
+        add_l2(grad_p, P, count_u, touched_u, n_u, l2)
+        add_l2(grad_q, Q, count_i, touched_i, n_i, l2)
+        adam(P, avg_p, avg_sq_p, grad_p, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b], eps32)
+        adam(Q, avg_q, avg_sq_q, grad_q, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b], eps32)
+        clear(grad_p, count_u, touched_u, n_u)
+        clear(grad_q, count_i, touched_i, n_i)
 
 
 class MFAdamKernel:
@@ -150,29 +157,40 @@ class MFAdamKernel:
         """Train P and Q (in place) on rows ``perm`` of (users, items, ratings) in batches of
         ``batch_size``; ``states`` are Adam's states of P and Q (their step counters are
         advanced). Returns the sum of squared residuals."""
-        n = len(perm)
-        n_batches = max(1, -(-n // batch_size))
-        beta1, beta2 = betas
-        # Adam's per-step constants as torch's fused kernel computes them: in double from the
-        # step number, then used as float32.
-        steps = float(states[0]["step"]) + np.arange(1, n_batches + 1, dtype=np.float64)
-        step_sizes = (lr / (1.0 - beta1 ** steps)).astype(np.float32)
-        bias2_sqrts = np.sqrt(1.0 - beta2 ** steps).astype(np.float32)
+        n_batches = max(1, -(-len(perm) // batch_size))
+        step_sizes, bias2_sqrts = adam_constants(states, n_batches, lr, betas)
         squared = np.empty(n_batches, np.float64)
-        _epoch(P.numpy(), Q.numpy(), states[0]["exp_avg"].numpy(),
-               states[0]["exp_avg_sq"].numpy(), states[1]["exp_avg"].numpy(),
-               states[1]["exp_avg_sq"].numpy(), self.grad_p, self.grad_q, self.count_u,
-               self.count_i, self.touched_u, self.touched_i, _gather(users, perm),
-               _gather(items, perm), _gather(ratings, perm, np.float32), batch_size,
-               float(reg), step_sizes, bias2_sqrts, float(beta1), float(beta2), float(eps),
-               squared)
-        for state in states:
-            state["step"] += float(n_batches)
+        _epoch(*adam_arrays(P, Q, states), self.grad_p, self.grad_q, self.count_u,
+               self.count_i, self.touched_u, self.touched_i,
+               *epoch_rows(users, items, ratings, perm), batch_size, float(reg), step_sizes,
+               bias2_sqrts, float(betas[0]), float(betas[1]), float(eps), squared)
         return float(squared.sum())
 
 
-def _gather(tensor: torch.Tensor, perm: torch.Tensor, dtype=np.int64) -> np.ndarray:
-    """The epoch's rows in batch order: one gather per array, so the kernel reads the rows
+def adam_constants(states: list[dict], n_batches: int, lr: float,
+                   betas: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Adam's step size and √(bias correction 2) for the next ``n_batches`` steps, as torch's
+    fused kernel computes them (in double from the step number, used as float32); advances
+    the states' step counters."""
+    beta1, beta2 = betas
+    steps = float(states[0]["step"]) + np.arange(1, n_batches + 1, dtype=np.float64)
+    for state in states:
+        state["step"] += float(n_batches)
+    return ((lr / (1.0 - beta1 ** steps)).astype(np.float32),
+            np.sqrt(1.0 - beta2 ** steps).astype(np.float32))
+
+
+def adam_arrays(P: torch.Tensor, Q: torch.Tensor, states: list[dict]) -> tuple:
+    """P, Q and their Adam moments as numpy views (the kernel updates them in place)."""
+    return (P.numpy(), Q.numpy(), states[0]["exp_avg"].numpy(),
+            states[0]["exp_avg_sq"].numpy(), states[1]["exp_avg"].numpy(),
+            states[1]["exp_avg_sq"].numpy())
+
+
+def epoch_rows(users, items, ratings, perm: torch.Tensor) -> tuple:
+    """The epoch's rows in batch order, one gather per array, so the kernel reads them
     sequentially (TCD's epochs have ~1.5 M rows, far beyond the caches: reading them through
     ``perm`` was measured 2× slower per step)."""
-    return np.ascontiguousarray(tensor.index_select(0, perm).numpy(), dtype=dtype)
+    return tuple(np.ascontiguousarray(t.index_select(0, perm).numpy(), dtype=dtype)
+                 for t, dtype in ((users, np.int64), (items, np.int64),
+                                  (ratings, np.float32)))

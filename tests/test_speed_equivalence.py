@@ -32,6 +32,8 @@ if str(ROOT) not in sys.path:
 from attacks import ATTACKS  # noqa: E402
 from attacks.neural import NeuralOptions  # noqa: E402
 from attacks.threat import ThreatContext, n_fake_users, select_targets  # noqa: E402
+from defenses.adversarial import AdversarialOptions  # noqa: E402
+from defenses.apr_kernel import SharedRowAPRKernel  # noqa: E402
 from data import load_dataset, split_ratings  # noqa: E402
 from data.ratings import Interactions  # noqa: E402
 from defenses import DEFENSES, TrainingData  # noqa: E402
@@ -263,6 +265,42 @@ def test_the_compiled_epoch_does_not_depend_on_the_thread_count():
         torch.set_num_threads(previous)
     for key in one:
         assert np.array_equal(one[key], two[key]), key
+
+
+@pytest.mark.parametrize("name", ["at", "rat"])
+def test_the_compiled_at_and_rat_epochs_agree_with_the_autograd_step(monkeypatch, name):
+    """AT (gradient direction) and RAT (truncated-normal direction from the trainer's
+    generator) with table-shared perturbations: the compiled epoch
+    (``defenses/apr_kernel.py``) and the autograd ``train_step`` give the same model to
+    float32 round-off, warm-up and adversarial epochs alike; the perturbation is not a no-op."""
+    split = _split()
+    data = _training_data(split)
+    calls = []
+    real = SharedRowAPRKernel.adversarial_epoch
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SharedRowAPRKernel, "adversarial_epoch", counted)
+
+    def fit(eps: float):
+        defense = DEFENSES[name](AdversarialOptions(eps=eps, warmup=2),
+                                 ModelConfig(dim=16, epochs=6, batch_size=256), "cpu", seed=2)
+        model, info = defense.fit(data)
+        return _state(name, model), info
+
+    compiled, info = fit(0.5)
+    assert len(calls) == 4  # epochs 3–6 are adversarial
+    monkeypatch.setattr(Trainer, "compiled_kernel", False)
+    autograd, info_autograd = fit(0.5)
+    assert len(calls) == 4
+    assert info["best_epoch"] == info_autograd["best_epoch"]
+    for key in compiled:
+        np.testing.assert_allclose(compiled[key], autograd[key], rtol=1e-5, atol=1e-6,
+                                   err_msg=key)
+    plain, _ = fit(0.0)
+    assert np.abs(plain[f"{name}/user_emb"] - autograd[f"{name}/user_emb"]).max() > 1e-3
 
 
 def _write() -> None:
