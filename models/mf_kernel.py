@@ -25,6 +25,9 @@ compares both and the pre-issue-18 reference). Where a model's output feeds a di
 (TCD's partner agreement, an attack's item choice), a round-off difference can flip one choice
 and the runs then part ways, as a different seed would.
 
+``apr_epoch`` is the same loop for AT and RAT's table-shared adversarial step
+(``defenses/apr_kernel.py`` explains its mathematics).
+
 The loop is single-threaded on purpose: Numba's parallel regions cost more per step than they
 saved at this size (measured on ML-100K: a step with Adam's rows split over two threads took
 0.54 ms, the sequential step 0.46 ms), and a grid runs one cell per core anyway. So the numbers do not
@@ -133,6 +136,128 @@ def _epoch(P, Q, avg_p, avg_sq_p, avg_q, avg_sq_q, grad_p, grad_q, count_u, coun
         add_l2(grad_q, Q, count_i, touched_i, n_i, l2)
         adam(P, avg_p, avg_sq_p, grad_p, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b], eps32)
         adam(Q, avg_q, avg_sq_q, grad_q, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b], eps32)
+        clear(grad_p, count_u, touched_u, n_u)
+        clear(grad_q, count_i, touched_i, n_i)
+
+
+# ---------------------------------------------------------------- AT / RAT (shared-row APR)
+# The epoch of ``defenses/apr_kernel.py``. It lives in this file because Numba's on-disk cache
+# is invalidated per source file: a kernel in another file that inlines these helpers would
+# keep stale machine code after this file changed.
+
+
+@njit(**_JIT)
+def _directions(grad, noise, noise_start, delta, touched, n_touched, eps, order, random):
+    """δ rows of the touched rows: ε · x / ‖x‖ with x the clean gradient row (AT) or the
+    batch's noise row of that id, ids in ascending order (RAT)."""
+    if random:
+        order[:n_touched] = np.sort(touched[:n_touched])
+    for a in range(n_touched):
+        if random:
+            own = order[a]
+            x = noise[noise_start + a]
+        else:
+            own = touched[a]
+            x = grad[own]
+        norm_sq = np.float32(0.0)
+        for f in range(x.shape[0]):
+            norm_sq += x[f] * x[f]
+        norm = np.sqrt(norm_sq)
+        d = delta[own]
+        if norm > 0:
+            for f in range(x.shape[0]):
+                d[f] = x[f] / norm * eps
+        else:
+            d[:] = 0.0
+
+
+@njit(fastmath={"reassoc"}, **_JIT)
+def _perturbed_residuals(P, Q, delta_p, delta_q, users, items, ratings, start, stop, errors):
+    """e'[k] = (p_u + δ_u)·(q_i + δ_i) − r; returns Σ e'² in float64."""
+    total = 0.0
+    for row in range(start, stop):
+        u, i = users[row], items[row]
+        p, q, dp, dq = P[u], Q[i], delta_p[u], delta_q[i]
+        dot = np.float32(0.0)
+        for f in range(p.shape[0]):
+            dot += (p[f] + dp[f]) * (q[f] + dq[f])
+        err = dot - ratings[row]
+        errors[row - start] = err
+        total += np.float64(err) * np.float64(err)
+    return total
+
+
+@njit(**_JIT)
+def _accumulate_perturbed(grad, ids, other, delta_other, other_ids, start, stop, errors,
+                          scale):
+    """grad[ids[r]] += scale·e'_r·(other + δ)[other_ids[r]] in batch order."""
+    for row in range(start, stop):
+        err = errors[row - start] * scale
+        g = grad[ids[row]]
+        o, d = other[other_ids[row]], delta_other[other_ids[row]]
+        for f in range(g.shape[0]):
+            g[f] += err * (o[f] + d[f])
+
+
+@njit(**_JIT)
+def _squared_rows(table, counts, touched, n_touched):
+    """Σ over the batch rows of ‖row‖² (each touched row times its count), float64."""
+    total = 0.0
+    for a in range(n_touched):
+        x = table[touched[a]]
+        sq = 0.0
+        for f in range(x.shape[0]):
+            sq += np.float64(x[f]) * np.float64(x[f])
+        total += counts[touched[a]] * sq
+    return total
+
+
+@njit(**_JIT)
+def apr_epoch(P, Q, avg_p, avg_sq_p, avg_q, avg_sq_q, grad_p, grad_q, delta_p, delta_q,
+           count_u, count_i, touched_u, touched_i, order_u, order_i, users, items, ratings,
+           batch_size, reg, eps, adv_weight, random, noise_u, noise_i, noise_u_start,
+           noise_i_start, step_sizes, bias2_sqrts, beta1, beta2, adam_eps, losses, gaps):
+    n, dim = users.shape[0], P.shape[1]
+    b1, b2 = np.float32(beta1), np.float32(beta2)
+    c1, c2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
+    eps32, adam_eps32 = np.float32(eps), np.float32(adam_eps)
+    errors = np.empty(batch_size, np.float32)
+    for b in range(losses.shape[0]):
+        start = b * batch_size
+        stop = min(n, start + batch_size)
+        count = stop - start
+        clean = residuals(P, Q, users, items, ratings, start, stop, errors)
+        scale = np.float32(2.0 / count)
+        n_u = accumulate(grad_p, users, Q, items, start, stop, errors, scale, count_u,
+                         touched_u)
+        n_i = accumulate(grad_q, items, P, users, start, stop, errors, scale, count_i,
+                         touched_i)
+        _directions(grad_p, noise_u, noise_u_start[b], delta_p, touched_u, n_u, eps32,
+                    order_u, random)
+        _directions(grad_q, noise_i, noise_i_start[b], delta_q, touched_i, n_i, eps32,
+                    order_i, random)
+        adv = _perturbed_residuals(P, Q, delta_p, delta_q, users, items, ratings, start,
+                                   stop, errors)
+        adv_scale = np.float32(adv_weight) * scale
+        _accumulate_perturbed(grad_p, users, Q, delta_q, items, start, stop, errors,
+                              adv_scale)
+        _accumulate_perturbed(grad_q, items, P, delta_p, users, start, stop, errors,
+                              adv_scale)
+        l2 = np.float32(2.0 * reg / (count * dim))
+        penalty = (_squared_rows(P, count_u, touched_u, n_u)
+                   + _squared_rows(Q, count_i, touched_i, n_i)) / (count * dim)
+        add_l2(grad_p, P, count_u, touched_u, n_u, l2)
+        add_l2(grad_q, Q, count_i, touched_i, n_i, l2)
+        losses[b] = clean / count + reg * penalty + adv_weight * adv / count
+        gaps[b] = (adv - clean) / count
+        adam(P, avg_p, avg_sq_p, grad_p, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b],
+             adam_eps32)
+        adam(Q, avg_q, avg_sq_q, grad_q, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b],
+             adam_eps32)
+        for a in range(n_u):
+            delta_p[touched_u[a], :] = 0.0
+        for a in range(n_i):
+            delta_q[touched_i[a], :] = 0.0
         clear(grad_p, count_u, touched_u, n_u)
         clear(grad_q, count_i, touched_i, n_i)
 
