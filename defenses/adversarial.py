@@ -97,10 +97,8 @@ class AdversarialTrainer(Trainer):
         (``defenses/apr_kernel.py``, the same mathematics as ``train_step``) and, during the
         warm-up, the compiled plain epoch."""
         from models.mf import MF
-        opt = self.optimizer
         return (type(self.model) is MF and self.feedback == "explicit" and self.shared_rows
-                and isinstance(opt, torch.optim.Adam) and bool(opt.defaults.get("fused"))
-                and self._compiled_kernel_applies(self.model.user_emb, self.model.item_emb)
+                and self._compiled_kernel_applies()
                 and type(self).train_step is AdversarialTrainer.train_step
                 and type(self).perturbations is AdversarialTrainer.perturbations
                 and type(self).row_eps is AdversarialTrainer.row_eps

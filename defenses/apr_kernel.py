@@ -48,8 +48,11 @@ class SharedRowAPRKernel(MFAdamKernel):
         of (batch loss × batch size) and the last batch's adversarial gap."""
         rows = epoch_rows(users, items, ratings, perm)
         n_batches = max(1, -(-len(perm) // batch_size))
-        noise = _random_directions(rows, n_batches, batch_size, P.shape[1], generator) \
-            if random else _NO_NOISE
+        if random:
+            noise = _random_directions(rows, n_batches, batch_size, P.shape[1], generator)
+        else:  # AT: no draws; the loop still reads each batch's (unused) start
+            empty = np.zeros((0, P.shape[1]), np.float32)
+            noise = (empty, empty, np.zeros(n_batches, np.int64), np.zeros(n_batches, np.int64))
         step_sizes, bias2_sqrts = adam_constants(states, n_batches, lr, betas)
         losses = np.empty(n_batches, np.float64)
         gaps = np.empty(n_batches, np.float64)
@@ -60,10 +63,6 @@ class SharedRowAPRKernel(MFAdamKernel):
                float(betas[0]), float(betas[1]), float(adam_eps), losses, gaps)
         sizes = np.minimum(batch_size, len(perm) - batch_size * np.arange(n_batches))
         return float((losses * sizes).sum()), float(gaps[-1])
-
-
-_NO_NOISE = (np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32),
-             np.zeros(1, np.int64), np.zeros(1, np.int64))
 
 
 def _random_directions(rows, n_batches: int, batch_size: int, dim: int,

@@ -323,7 +323,7 @@ class Trainer:
             return 0.0
         opt = self.optimizer
         fused = isinstance(opt, torch.optim.Adam) and opt.defaults.get("fused")
-        if fused and self._compiled_kernel_applies(P, Q):
+        if self._compiled_kernel_applies():
             kernel = getattr(self, "_mf_kernel", None)
             if kernel is None or not kernel.fits(n_users, n_items, dim):
                 kernel = self._mf_kernel = MFAdamKernel(n_users, n_items, dim)
@@ -398,9 +398,14 @@ class Trainer:
             total += value
         return total / n
 
-    def _compiled_kernel_applies(self, P: torch.Tensor, Q: torch.Tensor) -> bool:
-        """The compiled epoch (``models.mf_kernel``) covers plain Adam on float32 CPU tables."""
-        group = self.optimizer.param_groups[0]
+    def _compiled_kernel_applies(self) -> bool:
+        """The compiled epoch (``models.mf_kernel``) covers MF with plain fused Adam on float32
+        CPU tables."""
+        opt = self.optimizer
+        if not (isinstance(opt, torch.optim.Adam) and opt.defaults.get("fused")):
+            return False
+        group = opt.param_groups[0]
+        P, Q = self.model.user_emb, self.model.item_emb
         return (self.compiled_kernel and self.device.type == "cpu"
                 and P.dtype == Q.dtype == torch.float32
                 and P.is_contiguous() and Q.is_contiguous()
