@@ -19,10 +19,13 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 from torch.nn.functional import pad
 
 from models.mf import MF
+from models.mf_kernel import (EPS_CONSTANT, MFAdamKernel, adam_arrays, adam_constants,
+                              epoch_rows, occurrence_epoch)
 from models.trainer import NonFiniteLossError
 
 from .adversarial import AdversarialTrainer
@@ -143,6 +146,51 @@ def adversarial_mf_epoch(trainer, users, items, ratings, row_eps: RowEps,
     return float(clean_total) / n, float(adv_total) / n
 
 
+class OccurrenceAPRKernel(MFAdamKernel):
+    """:func:`adversarial_mf_epoch` as one compiled loop (``models.mf_kernel.occurrence_epoch``,
+    issue 18): the same mathematics for the three ε rules of the defenses that use it —
+    constant (SHARE without ``personalized``), the user-row norm rule (PamaCF, SHARE) and the
+    user-loss rule (VAT) — with SHARE's item weights and item prior; equal to the PyTorch form
+    to float32 round-off (``tests/test_speed_equivalence.py``)."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+        super().__init__(n_users, n_items, dim)
+        self.row_p = np.zeros(n_users, np.float32)
+        self.row_q = np.zeros(n_items, np.float32)
+        self.user_loss = np.zeros(n_users, np.float32)
+
+    def adversarial_epoch(self, trainer, users, items, ratings, eps: float, eps_mode: int,
+                          adv_weight: float, item_weight: torch.Tensor | None,
+                          item_l2: torch.Tensor | None) -> float:
+        """One epoch on (users, items, ratings), shuffled by the trainer's generator as
+        :class:`EpochLayout` shuffles; returns the epoch's clean mean squared error."""
+        model = trainer.model
+        P, Q = model.user_emb, model.item_emb
+        n = len(users)
+        size = trainer.cfg.batch_size
+        perm = torch.randperm(n, generator=trainer.generator).to(trainer.device)
+        n_batches = max(1, -(-n // size))
+        states = [trainer._adam_state(p) for p in (P, Q)]
+        group = trainer.optimizer.param_groups[0]
+        step_sizes, bias2_sqrts = adam_constants(states, n_batches, group["lr"], group["betas"])
+        weights = (np.ascontiguousarray(item_weight.index_select(0, perm).numpy(),
+                                        dtype=np.float32)
+                   if item_weight is not None else np.zeros(0, np.float32))
+        prior = (np.ascontiguousarray(item_l2.numpy(), dtype=np.float32)
+                 if item_l2 is not None else np.zeros(0, np.float32))
+        clean = np.empty(n_batches, np.float64)
+        adv = np.empty(n_batches, np.float64)
+        occurrence_epoch(*adam_arrays(P.detach(), Q.detach(), states), self.grad_p,
+                         self.grad_q, self.row_p, self.row_q, self.count_u, self.count_i,
+                         self.touched_u, self.touched_i, self.user_loss,
+                         *epoch_rows(users, items, ratings, perm), weights,
+                         item_weight is not None, prior, item_l2 is not None, size,
+                         float(trainer.cfg.reg), float(eps), int(eps_mode), float(adv_weight),
+                         step_sizes, bias2_sqrts, float(group["betas"][0]),
+                         float(group["betas"][1]), float(group["eps"]), clean, adv)
+        return float(clean.sum()) / max(n, 1)
+
+
 def norm_scaled_row_eps(eps: float) -> RowEps:
     """PamaCF's ε_u = ε · 2 · sigmoid(‖p_u‖² / mean_batch ‖p‖² − 1) for every row of a batch."""
     def row_eps(users: torch.Tensor, user_sq_norms: torch.Tensor,
@@ -175,11 +223,30 @@ class HandDerivedAdversarialTrainer(AdversarialTrainer):
                 and self.direction == "gradient" and not self.shared_rows
                 and hasattr(self.defense, "mf_row_eps"))
 
+    def compiled_occurrence_applies(self) -> bool:
+        """The compiled form of :func:`adversarial_mf_epoch` (fused Adam on CPU, a defense
+        that names its ε rule)."""
+        return self._compiled_kernel_applies() and hasattr(self.defense, "mf_eps_mode")
+
     def train_epoch(self, data) -> float:
         if not self.hand_derived():
             return super().train_epoch(data)
         users, items, ratings = self._tensors(data)
-        if self.adversarial_active():
+        compiled = self.compiled_occurrence_applies()
+        if compiled and (self.adversarial_active() or self.item_weight is not None
+                         or self.item_l2 is not None):
+            active = self.adversarial_active()
+            P = self.model.user_emb
+            kernel = getattr(self, "_occurrence_kernel", None)
+            if kernel is None or not kernel.fits(P.shape[0], self.model.item_emb.shape[0],
+                                                 P.shape[1]):
+                kernel = self._occurrence_kernel = OccurrenceAPRKernel(
+                    P.shape[0], self.model.item_emb.shape[0], P.shape[1])
+            loss = kernel.adversarial_epoch(
+                self, users, items, ratings, self.eps if active else 0.0,
+                self.defense.mf_eps_mode(self) if active else EPS_CONSTANT,
+                self.adv_weight if active else 0.0, self.item_weight, self.item_l2)
+        elif self.adversarial_active():
             def row_eps(batch_users, sq, err):
                 return self.defense.mf_row_eps(self, batch_users, sq, err)
             loss, _ = adversarial_mf_epoch(self, users, items, ratings, row_eps,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from models.mf_kernel import EPS_USER_NORM
+
 from .adversarial import AdversarialDefense, AdversarialOptions, user_rows
 from .mf_adversarial import HandDerivedAdversarialTrainer
 
@@ -36,6 +38,10 @@ class PamaCF(AdversarialDefense):
 
     def mf_row_eps(self, trainer, users, user_sq_norms, err):
         return eps_from_sq_norms(trainer.eps, user_sq_norms)
+
+    def mf_eps_mode(self, trainer) -> int:
+        """The compiled epoch's name for ``mf_row_eps`` (``models.mf_kernel``)."""
+        return EPS_USER_NORM
 
     def row_eps(self, trainer, embs, users, items, sample_losses):
         is_user = user_rows(trainer.model, embs)

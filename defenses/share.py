@@ -121,6 +121,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from models.mf_kernel import EPS_CONSTANT, EPS_USER_NORM
 from models.optimizers import make_optimizer
 from utils.config import _range
 from utils.seeding import torch_generator
@@ -268,6 +269,10 @@ class SHARE(AdversarialDefense):
         if not trainer.personalized:
             return torch.full_like(user_sq_norms, trainer.eps)
         return eps_from_sq_norms(trainer.eps, user_sq_norms)
+
+    def mf_eps_mode(self, trainer) -> int:
+        """The compiled epoch's name for ``mf_row_eps`` (``models.mf_kernel``)."""
+        return EPS_USER_NORM if trainer.personalized else EPS_CONSTANT
 
     def row_eps(self, trainer, embs, users, items, sample_losses):
         """Autograd path (models other than explicit MF): ε per batch row."""

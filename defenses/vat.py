@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from models.mf_kernel import EPS_USER_LOSS
+
 from .adversarial import AdversarialDefense, AdversarialOptions
 from .mf_adversarial import HandDerivedAdversarialTrainer
 
@@ -36,6 +38,10 @@ class VAT(AdversarialDefense):
 
     def mf_row_eps(self, trainer, users, user_sq_norms, err):
         return loss_scaled_eps(trainer.eps, users, err.pow(2)).squeeze(1)
+
+    def mf_eps_mode(self, trainer) -> int:
+        """The compiled epoch's name for ``mf_row_eps`` (``models.mf_kernel``)."""
+        return EPS_USER_LOSS
 
     def row_eps(self, trainer, embs, users, items, sample_losses):
         eps_u = loss_scaled_eps(trainer.eps, users, sample_losses)

@@ -262,6 +262,139 @@ def apr_epoch(P, Q, avg_p, avg_sq_p, avg_q, avg_sq_q, grad_p, grad_q, delta_p, d
         clear(grad_q, count_i, touched_i, n_i)
 
 
+# ------------------------------------------- PamaCF, VAT, SHARE (per-occurrence perturbation)
+# The epoch of ``defenses/mf_adversarial.py`` (``adversarial_mf_epoch``): each batch row is
+# perturbed along its own gradient, δp = s·q/‖q‖, δq = s·p/‖p‖ with s = ε_row·sign(e).
+EPS_CONSTANT, EPS_USER_NORM, EPS_USER_LOSS = 0, 1, 2
+
+
+@njit(**_JIT)
+def _sigmoid(x):
+    return np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+
+
+@njit(**_JIT)
+def occurrence_epoch(P, Q, avg_p, avg_sq_p, avg_q, avg_sq_q, grad_p, grad_q, row_p, row_q,
+                     count_u, count_i, touched_u, touched_i, user_loss, users, items, ratings,
+                     item_weight, weighted, item_l2, has_item_l2, batch_size, reg, eps,
+                     eps_mode, adv_weight, step_sizes, bias2_sqrts, beta1, beta2, adam_eps,
+                     clean_out, adv_out):
+    n, dim = users.shape[0], P.shape[1]
+    b1, b2 = np.float32(beta1), np.float32(beta2)
+    c1, c2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
+    adam_eps32, eps32 = np.float32(adam_eps), np.float32(eps)
+    w32 = np.float32(adv_weight)
+    errors = np.empty(batch_size, np.float32)
+    steps = np.empty(batch_size, np.float32)
+    sq_user = np.empty(batch_size, np.float32)
+    inv_p = np.empty(batch_size, np.float32)
+    inv_q = np.empty(batch_size, np.float32)
+    for b in range(clean_out.shape[0]):
+        start = b * batch_size
+        stop = min(n, start + batch_size)
+        count = stop - start
+        clean_out[b] = residuals(P, Q, users, items, ratings, start, stop, errors)
+        sq_mean = np.float32(0.0)
+        for row in range(start, stop):
+            k = row - start
+            p, q = P[users[row]], Q[items[row]]
+            sp = np.float32(0.0)
+            sq = np.float32(0.0)
+            for f in range(dim):
+                sp += p[f] * p[f]
+                sq += q[f] * q[f]
+            sq_user[k] = sp
+            sq_mean += sp
+            norm_p, norm_q = np.sqrt(sp), np.sqrt(sq)
+            inv_p[k] = np.float32(1.0) / norm_p if norm_p > 0 else np.float32(0.0)
+            inv_q[k] = np.float32(1.0) / norm_q if norm_q > 0 else np.float32(0.0)
+            steps[k] = norm_p + norm_q  # kept until the step sizes are known
+        sq_mean = max(sq_mean / np.float32(count), np.float32(1e-12))
+        n_users_b = 0
+        if eps_mode == EPS_USER_LOSS:
+            for row in range(start, stop):
+                u = users[row]
+                if count_u[u] == 0:
+                    touched_u[n_users_b] = u
+                    n_users_b += 1
+                    user_loss[u] = 0.0
+                count_u[u] += 1
+                user_loss[u] += errors[row - start] * errors[row - start]
+            loss_mean = np.float32(0.0)
+            for a in range(n_users_b):
+                loss_mean += user_loss[touched_u[a]]
+            loss_mean = loss_mean / np.float32(n_users_b)
+            for a in range(n_users_b):
+                count_u[touched_u[a]] = 0
+        adv = 0.0
+        coef = np.float32(2.0 / count)
+        for row in range(start, stop):
+            k = row - start
+            e = errors[k]
+            if eps_mode == EPS_CONSTANT:
+                row_eps = eps32
+            elif eps_mode == EPS_USER_NORM:
+                row_eps = eps32 * np.float32(2.0) * _sigmoid(sq_user[k] / sq_mean - np.float32(1.0))
+            else:
+                ratio = loss_mean / max(user_loss[users[row]], np.float32(1e-12))
+                row_eps = eps32 * np.float32(2.0) * _sigmoid(ratio - np.float32(1.0))
+            sign = np.float32(1.0) if e > 0 else (np.float32(-1.0) if e < 0 else np.float32(0.0))
+            step = row_eps * sign
+            pred = e + ratings[row]
+            e_adv = e + step * steps[k] + step * step * pred * inv_p[k] * inv_q[k]
+            adv += np.float64(e_adv) * np.float64(e_adv)
+            resid = coef * (e + w32 * e_adv)
+            scale = coef * w32 * e_adv * step
+            errors[k] = resid
+            steps[k] = scale
+        adv_out[b] = adv
+        n_u = 0
+        n_i = 0
+        for row in range(start, stop):
+            k = row - start
+            u, i = users[row], items[row]
+            if count_u[u] == 0:
+                touched_u[n_u] = u
+                n_u += 1
+            if count_i[i] == 0:
+                touched_i[n_i] = i
+                n_i += 1
+            count_u[u] += 1
+            count_i[i] += 1
+            w = item_weight[row] if weighted else np.float32(1.0)
+            row_p[u] += steps[k] * inv_p[k]
+            row_q[i] += (steps[k] * w) * inv_q[k]
+            resid, resid_q = errors[k], errors[k] * w
+            gp, gq, p, q = grad_p[u], grad_q[i], P[u], Q[i]
+            for f in range(dim):
+                gp[f] += resid * q[f]
+            for f in range(dim):
+                gq[f] += resid_q * p[f]
+        l2 = np.float32(2.0 * reg / (count * dim))
+        for a in range(n_u):
+            u = touched_u[a]
+            r = row_p[u] + l2 * np.float32(count_u[u])
+            gp, p = grad_p[u], P[u]
+            for f in range(dim):
+                gp[f] = gp[f] + r * p[f]
+            row_p[u] = 0.0
+        for a in range(n_i):
+            i = touched_i[a]
+            r = row_q[i] + l2 * np.float32(count_i[i])
+            if has_item_l2:
+                r = r + coef * item_l2[i] * np.float32(count_i[i])
+            gq, q = grad_q[i], Q[i]
+            for f in range(dim):
+                gq[f] = gq[f] + r * q[f]
+            row_q[i] = 0.0
+        adam(P, avg_p, avg_sq_p, grad_p, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b],
+             adam_eps32)
+        adam(Q, avg_q, avg_sq_q, grad_q, step_sizes[b], b1, c1, b2, c2, bias2_sqrts[b],
+             adam_eps32)
+        clear(grad_p, count_u, touched_u, n_u)
+        clear(grad_q, count_i, touched_i, n_i)
+
+
 class MFAdamKernel:
     """The per-trainer buffers of the kernel (gradient rows, counts), kept across epochs."""
 

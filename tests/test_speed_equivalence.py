@@ -303,6 +303,54 @@ def test_the_compiled_at_and_rat_epochs_agree_with_the_autograd_step(monkeypatch
     assert np.abs(plain[f"{name}/user_emb"] - autograd[f"{name}/user_emb"]).max() > 1e-3
 
 
+@pytest.mark.parametrize("mode", ["constant", "user_norm", "user_loss"])
+def test_the_compiled_per_occurrence_epoch_agrees_with_the_pytorch_form(mode):
+    """PamaCF's, VAT's and SHARE's epoch (``adversarial_mf_epoch``) against its compiled form
+    (``OccurrenceAPRKernel``), for each ε rule, with SHARE's per-row item weights (some 0) and
+    per-item prior: the same tables to float32 round-off after 3 epochs, the same loss."""
+    from defenses.mf_adversarial import (OccurrenceAPRKernel, adversarial_mf_epoch,
+                                         norm_scaled_row_eps)
+    from defenses.vat import loss_scaled_eps
+    from models.mf_kernel import EPS_CONSTANT, EPS_USER_LOSS, EPS_USER_NORM
+
+    split = _split()
+    cfg = ModelConfig(dim=16, epochs=3, batch_size=256)
+    eps = 0.3
+    users, items, ratings = (torch.as_tensor(a) for a in (split.train.users,
+                                                           split.train.items,
+                                                           split.train.ratings))
+    gen = torch.Generator().manual_seed(7)
+    weight = (torch.rand(len(users), generator=gen) > 0.2).to(torch.float32)
+    prior = torch.rand(split.n_items, generator=gen) * 0.01
+    rules = {"constant": (EPS_CONSTANT, lambda u, sq, err: torch.full_like(sq, eps)),
+             "user_norm": (EPS_USER_NORM, norm_scaled_row_eps(eps)),
+             "user_loss": (EPS_USER_LOSS,
+                           lambda u, sq, err: loss_scaled_eps(eps, u, err.pow(2)).squeeze(1))}
+    code, row_eps = rules[mode]
+
+    def trainer():
+        model = build_model(cfg, split.n_users, split.n_items, torch.Generator().manual_seed(0))
+        return Trainer(model, cfg, split.scale, torch.Generator().manual_seed(1))
+
+    pytorch, compiled = trainer(), trainer()
+    kernel = OccurrenceAPRKernel(split.n_users, split.n_items, cfg.dim)
+    for _ in range(cfg.epochs):
+        want, _ = adversarial_mf_epoch(pytorch, users, items, ratings, row_eps, 1.0, weight,
+                                       prior)
+        have = kernel.adversarial_epoch(compiled, users, items, ratings, eps, code, 1.0,
+                                        weight, prior)
+        assert have == pytest.approx(want, rel=1e-5)
+    for name in ("user_emb", "item_emb"):
+        a = getattr(compiled.model, name).detach().numpy()
+        b = getattr(pytorch.model, name).detach().numpy()
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+    plain = trainer()
+    for _ in range(cfg.epochs):
+        plain.fast_epoch(users, items, ratings)
+    assert np.abs(plain.model.user_emb.detach().numpy()
+                  - pytorch.model.user_emb.detach().numpy()).max() > 1e-3
+
+
 def _write() -> None:
     torch.set_num_threads(1)  # as the test (conftest.py)
     arrays = {}
