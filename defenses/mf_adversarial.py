@@ -224,9 +224,16 @@ class HandDerivedAdversarialTrainer(AdversarialTrainer):
                 and hasattr(self.defense, "mf_row_eps"))
 
     def compiled_occurrence_applies(self) -> bool:
-        """The compiled form of :func:`adversarial_mf_epoch` (fused Adam on CPU, a defense
-        that names its ε rule)."""
-        return self._compiled_kernel_applies() and hasattr(self.defense, "mf_eps_mode")
+        """The compiled form of :func:`adversarial_mf_epoch`: fused Adam on CPU, and a defense
+        that names its ε rule (``mf_eps_mode``) in the class that defines its ``mf_row_eps``
+        (a subclass that redefines the rule alone keeps the PyTorch form)."""
+        defense = type(self.defense)
+        if not (self._compiled_kernel_applies() and hasattr(defense, "mf_eps_mode")):
+            return False
+
+        def owner(name):
+            return next(k for k in defense.__mro__ if name in vars(k))
+        return owner("mf_eps_mode") is owner("mf_row_eps")
 
     def train_epoch(self, data) -> float:
         if not self.hand_derived():
