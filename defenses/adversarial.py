@@ -19,12 +19,11 @@ draw per row, so every occurrence of a user or item in a batch carries the same 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from models.trainer import NonFiniteLossError, Trainer
+from models.trainer import Trainer
 
 from .apr_kernel import SharedRowAPRKernel
 
@@ -109,28 +108,16 @@ class AdversarialTrainer(Trainer):
         if not self.compiled_epoch_applies():
             return super().train_epoch(data)
         users, items, ratings = self._tensors(data)
-        n = len(users)
         if not self.adversarial_active():
             loss = self.fast_epoch(users, items, ratings)
         else:
-            P, Q = self.model.user_emb, self.model.item_emb
-            kernel = getattr(self, "_apr_kernel", None)
-            if kernel is None or not kernel.fits(P.shape[0], Q.shape[0], P.shape[1]):
-                kernel = self._apr_kernel = SharedRowAPRKernel(P.shape[0], Q.shape[0],
-                                                               P.shape[1])
+            n = len(users)
             perm = torch.randperm(n, generator=self.generator).to(self.device)
-            group = self.optimizer.param_groups[0]
-            total, self.last_gap = kernel.adversarial_epoch(
-                P.detach(), Q.detach(), [self._adam_state(p) for p in (P, Q)], users, items,
-                ratings, perm, self.cfg.batch_size, self.cfg.reg, group["lr"],
-                group["betas"], group["eps"], self.eps, self.adv_weight,
-                self.direction == "random", self.generator)
+            total, self.last_gap = self.compiled_buffers(SharedRowAPRKernel).adversarial_epoch(
+                self, users, items, ratings, perm, self.eps, self.adv_weight,
+                self.direction == "random")
             loss = total / max(n, 1)
-        self.epoch += 1
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch}; "
-                                     "lower model.lr or the defense's eps")
-        return loss
+        return self.finish_epoch(loss, "lower model.lr or the defense's eps")
 
     def train_step(self, users, items, ratings) -> float:
         if not self.adversarial_active():

@@ -25,8 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.mf_kernel import (MFAdamKernel, adam_arrays, adam_constants, apr_epoch,
-                              epoch_rows)
+from models.mf_kernel import MFAdamKernel, adam_schedule, apr_epoch, epoch_rows
 
 
 class SharedRowAPRKernel(MFAdamKernel):
@@ -39,29 +38,27 @@ class SharedRowAPRKernel(MFAdamKernel):
         self.order_u = np.empty(n_users, np.int64)
         self.order_i = np.empty(n_items, np.int64)
 
-    def adversarial_epoch(self, P: torch.Tensor, Q: torch.Tensor, states: list[dict], users,
-                          items, ratings, perm: torch.Tensor, batch_size: int, reg: float,
-                          lr: float, betas: tuple[float, float], adam_eps: float, eps: float,
-                          adv_weight: float, random: bool,
-                          generator: torch.Generator) -> tuple[float, float]:
-        """One epoch of the shared-row APR step on rows ``perm``; returns the sum over batches
-        of (batch loss × batch size) and the last batch's adversarial gap."""
+    def adversarial_epoch(self, trainer, users, items, ratings, perm: torch.Tensor,
+                          eps: float, adv_weight: float, random: bool) -> tuple[float, float]:
+        """One epoch of the shared-row APR step on rows ``perm`` (the trainer's MF tables,
+        Adam state and generator); returns the sum over batches of (batch loss × batch size)
+        and the last batch's adversarial gap."""
+        size, dim = trainer.cfg.batch_size, self.grad_p.shape[1]
         rows = epoch_rows(users, items, ratings, perm)
-        n_batches = max(1, -(-len(perm) // batch_size))
+        n_batches = max(1, -(-len(perm) // size))
         if random:
-            noise = _random_directions(rows, n_batches, batch_size, P.shape[1], generator)
+            noise = _random_directions(rows, n_batches, size, dim, trainer.generator)
         else:  # AT: no draws; the loop still reads each batch's (unused) start
-            empty = np.zeros((0, P.shape[1]), np.float32)
+            empty = np.zeros((0, dim), np.float32)
             noise = (empty, empty, np.zeros(n_batches, np.int64), np.zeros(n_batches, np.int64))
-        step_sizes, bias2_sqrts = adam_constants(states, n_batches, lr, betas)
+        arrays, schedule = adam_schedule(trainer, n_batches)
         losses = np.empty(n_batches, np.float64)
         gaps = np.empty(n_batches, np.float64)
-        apr_epoch(*adam_arrays(P, Q, states), self.grad_p, self.grad_q, self.delta_p,
-               self.delta_q, self.count_u, self.count_i, self.touched_u, self.touched_i,
-               self.order_u, self.order_i, *rows, batch_size, float(reg), float(eps),
-               float(adv_weight), bool(random), *noise, step_sizes, bias2_sqrts,
-               float(betas[0]), float(betas[1]), float(adam_eps), losses, gaps)
-        sizes = np.minimum(batch_size, len(perm) - batch_size * np.arange(n_batches))
+        apr_epoch(*arrays, self.grad_p, self.grad_q, self.delta_p, self.delta_q, self.count_u,
+                  self.count_i, self.touched_u, self.touched_i, self.order_u, self.order_i,
+                  *rows, size, float(trainer.cfg.reg), float(eps), float(adv_weight),
+                  bool(random), *noise, *schedule, losses, gaps)
+        sizes = np.minimum(size, len(perm) - size * np.arange(n_batches))
         return float((losses * sizes).sum()), float(gaps[-1])
 
 

@@ -16,7 +16,6 @@ step; δ is treated as a constant (detached), as there.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -24,9 +23,8 @@ import torch
 from torch.nn.functional import pad
 
 from models.mf import MF
-from models.mf_kernel import (EPS_CONSTANT, MFAdamKernel, adam_arrays, adam_constants,
-                              epoch_rows, occurrence_epoch)
-from models.trainer import NonFiniteLossError
+from models.mf_kernel import (EPS_CONSTANT, MFAdamKernel, adam_schedule, epoch_rows,
+                              occurrence_epoch)
 
 from .adversarial import AdversarialTrainer
 
@@ -159,36 +157,29 @@ class OccurrenceAPRKernel(MFAdamKernel):
         self.row_q = np.zeros(n_items, np.float32)
         self.user_loss = np.zeros(n_users, np.float32)
 
-    def adversarial_epoch(self, trainer, users, items, ratings, eps: float, eps_mode: int,
-                          adv_weight: float, item_weight: torch.Tensor | None,
+    def adversarial_epoch(self, trainer, users, items, ratings, perm: torch.Tensor,
+                          eps: float, eps_mode: int, adv_weight: float,
+                          item_weight: torch.Tensor | None,
                           item_l2: torch.Tensor | None) -> float:
-        """One epoch on (users, items, ratings), shuffled by the trainer's generator as
-        :class:`EpochLayout` shuffles; returns the epoch's clean mean squared error."""
-        model = trainer.model
-        P, Q = model.user_emb, model.item_emb
-        n = len(users)
+        """One epoch on rows ``perm`` of (users, items, ratings) (the trainer's MF tables and
+        Adam state); returns the epoch's clean mean squared error."""
         size = trainer.cfg.batch_size
-        perm = torch.randperm(n, generator=trainer.generator).to(trainer.device)
-        n_batches = max(1, -(-n // size))
-        states = [trainer._adam_state(p) for p in (P, Q)]
-        group = trainer.optimizer.param_groups[0]
-        step_sizes, bias2_sqrts = adam_constants(states, n_batches, group["lr"], group["betas"])
+        n_batches = max(1, -(-len(perm) // size))
         weights = (np.ascontiguousarray(item_weight.index_select(0, perm).numpy(),
                                         dtype=np.float32)
                    if item_weight is not None else np.zeros(0, np.float32))
         prior = (np.ascontiguousarray(item_l2.numpy(), dtype=np.float32)
                  if item_l2 is not None else np.zeros(0, np.float32))
+        arrays, schedule = adam_schedule(trainer, n_batches)
         clean = np.empty(n_batches, np.float64)
         adv = np.empty(n_batches, np.float64)
-        occurrence_epoch(*adam_arrays(P.detach(), Q.detach(), states), self.grad_p,
-                         self.grad_q, self.row_p, self.row_q, self.count_u, self.count_i,
-                         self.touched_u, self.touched_i, self.user_loss,
-                         *epoch_rows(users, items, ratings, perm), weights,
+        occurrence_epoch(*arrays, self.grad_p, self.grad_q, self.row_p, self.row_q,
+                         self.count_u, self.count_i, self.touched_u, self.touched_i,
+                         self.user_loss, *epoch_rows(users, items, ratings, perm), weights,
                          item_weight is not None, prior, item_l2 is not None, size,
                          float(trainer.cfg.reg), float(eps), int(eps_mode), float(adv_weight),
-                         step_sizes, bias2_sqrts, float(group["betas"][0]),
-                         float(group["betas"][1]), float(group["eps"]), clean, adv)
-        return float(clean.sum()) / max(n, 1)
+                         *schedule, clean, adv)
+        return float(clean.sum()) / max(len(perm), 1)
 
 
 def norm_scaled_row_eps(eps: float) -> RowEps:
@@ -239,18 +230,13 @@ class HandDerivedAdversarialTrainer(AdversarialTrainer):
         if not self.hand_derived():
             return super().train_epoch(data)
         users, items, ratings = self._tensors(data)
-        compiled = self.compiled_occurrence_applies()
-        if compiled and (self.adversarial_active() or self.item_weight is not None
-                         or self.item_l2 is not None):
+        if self.compiled_occurrence_applies() and (self.adversarial_active()
+                                                   or self.item_weight is not None
+                                                   or self.item_l2 is not None):
             active = self.adversarial_active()
-            P = self.model.user_emb
-            kernel = getattr(self, "_occurrence_kernel", None)
-            if kernel is None or not kernel.fits(P.shape[0], self.model.item_emb.shape[0],
-                                                 P.shape[1]):
-                kernel = self._occurrence_kernel = OccurrenceAPRKernel(
-                    P.shape[0], self.model.item_emb.shape[0], P.shape[1])
-            loss = kernel.adversarial_epoch(
-                self, users, items, ratings, self.eps if active else 0.0,
+            perm = torch.randperm(len(users), generator=self.generator).to(self.device)
+            loss = self.compiled_buffers(OccurrenceAPRKernel).adversarial_epoch(
+                self, users, items, ratings, perm, self.eps if active else 0.0,
                 self.defense.mf_eps_mode(self) if active else EPS_CONSTANT,
                 self.adv_weight if active else 0.0, self.item_weight, self.item_l2)
         elif self.adversarial_active():
@@ -263,11 +249,7 @@ class HandDerivedAdversarialTrainer(AdversarialTrainer):
                                            self.item_weight, self.item_l2)
         else:
             loss = self.fast_epoch(users, items, ratings)
-        self.epoch += 1
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch}; "
-                                     "lower model.lr or the defense's eps")
-        return loss
+        return self.finish_epoch(loss, "lower model.lr or the defense's eps")
 
     @torch.no_grad()
     def validate(self, val) -> float:

@@ -409,20 +409,33 @@ class MFAdamKernel:
     def fits(self, n_users: int, n_items: int, dim: int) -> bool:
         return self.grad_p.shape == (n_users, dim) and self.grad_q.shape == (n_items, dim)
 
-    def epoch(self, P: torch.Tensor, Q: torch.Tensor, states: list[dict], users, items,
-              ratings, perm: torch.Tensor, batch_size: int, reg: float, lr: float,
-              betas: tuple[float, float], eps: float) -> float:
-        """Train P and Q (in place) on rows ``perm`` of (users, items, ratings) in batches of
-        ``batch_size``; ``states`` are Adam's states of P and Q (their step counters are
-        advanced). Returns the sum of squared residuals."""
-        n_batches = max(1, -(-len(perm) // batch_size))
-        step_sizes, bias2_sqrts = adam_constants(states, n_batches, lr, betas)
+    def epoch(self, trainer, users, items, ratings, perm: torch.Tensor) -> float:
+        """Train the trainer's MF tables (in place, with its Adam state) on rows ``perm`` of
+        (users, items, ratings) in batches of ``cfg.batch_size``. Returns the sum of squared
+        residuals."""
+        size = trainer.cfg.batch_size
+        n_batches = max(1, -(-len(perm) // size))
         squared = np.empty(n_batches, np.float64)
-        _epoch(*adam_arrays(P, Q, states), self.grad_p, self.grad_q, self.count_u,
-               self.count_i, self.touched_u, self.touched_i,
-               *epoch_rows(users, items, ratings, perm), batch_size, float(reg), step_sizes,
-               bias2_sqrts, float(betas[0]), float(betas[1]), float(eps), squared)
+        arrays, schedule = adam_schedule(trainer, n_batches)
+        _epoch(*arrays, self.grad_p, self.grad_q, self.count_u, self.count_i, self.touched_u,
+               self.touched_i, *epoch_rows(users, items, ratings, perm), size,
+               float(trainer.cfg.reg), *schedule, squared)
         return float(squared.sum())
+
+
+def adam_schedule(trainer, n_batches: int) -> tuple[tuple, tuple]:
+    """For the next ``n_batches`` steps of the trainer's fused Adam on its MF tables: P, Q and
+    their moments as numpy views (updated in place), and (step sizes, √(bias correction 2)
+    per step, β1, β2, ε) as the kernels take them. Advances Adam's step counters."""
+    P, Q = trainer.model.user_emb, trainer.model.item_emb
+    states = [trainer._adam_state(p) for p in (P, Q)]
+    group = trainer.optimizer.param_groups[0]
+    step_sizes, bias2_sqrts = adam_constants(states, n_batches, group["lr"], group["betas"])
+    arrays = (P.detach().numpy(), Q.detach().numpy(), states[0]["exp_avg"].numpy(),
+              states[0]["exp_avg_sq"].numpy(), states[1]["exp_avg"].numpy(),
+              states[1]["exp_avg_sq"].numpy())
+    beta1, beta2 = group["betas"]
+    return arrays, (step_sizes, bias2_sqrts, float(beta1), float(beta2), float(group["eps"]))
 
 
 def adam_constants(states: list[dict], n_batches: int, lr: float,
@@ -436,13 +449,6 @@ def adam_constants(states: list[dict], n_batches: int, lr: float,
         state["step"] += float(n_batches)
     return ((lr / (1.0 - beta1 ** steps)).astype(np.float32),
             np.sqrt(1.0 - beta2 ** steps).astype(np.float32))
-
-
-def adam_arrays(P: torch.Tensor, Q: torch.Tensor, states: list[dict]) -> tuple:
-    """P, Q and their Adam moments as numpy views (the kernel updates them in place)."""
-    return (P.numpy(), Q.numpy(), states[0]["exp_avg"].numpy(),
-            states[0]["exp_avg_sq"].numpy(), states[1]["exp_avg"].numpy(),
-            states[1]["exp_avg_sq"].numpy())
 
 
 def epoch_rows(users, items, ratings, perm: torch.Tensor) -> tuple:

@@ -240,10 +240,13 @@ class Trainer:
                 total += self.train_step(users[idx], items[idx], ratings[idx]) * len(idx)
                 count += len(idx)
             loss = total / max(count, 1)
+        return self.finish_epoch(loss, "lower model.lr or check the input ratings")
+
+    def finish_epoch(self, loss: float, fix: str) -> float:
+        """Count the epoch; a non-finite loss stops training with ``fix`` as the advice."""
         self.epoch += 1
         if not math.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch}; "
-                                     "lower model.lr or check the input ratings")
+            raise NonFiniteLossError(f"non-finite training loss at epoch {self.epoch}; {fix}")
         return loss
 
     @torch.no_grad()
@@ -324,14 +327,8 @@ class Trainer:
         opt = self.optimizer
         fused = isinstance(opt, torch.optim.Adam) and opt.defaults.get("fused")
         if self._compiled_kernel_applies():
-            kernel = getattr(self, "_mf_kernel", None)
-            if kernel is None or not kernel.fits(n_users, n_items, dim):
-                kernel = self._mf_kernel = MFAdamKernel(n_users, n_items, dim)
-            group = opt.param_groups[0]
-            total = kernel.epoch(P.detach(), Q.detach(), [self._adam_state(p) for p in (P, Q)],
-                                 users, items, ratings, perm, size, self.cfg.reg, group["lr"],
-                                 group["betas"], group["eps"])
-            return total / n
+            return self.compiled_buffers(MFAdamKernel).epoch(self, users, items, ratings,
+                                                             perm) / n
         lay = BatchLayout(users, items, ratings, perm, size, n_users, n_items)
         grads = getattr(self, "_fast_grads", None)
         if grads is None or grads[0].shape != P.shape or grads[1].shape != Q.shape:
@@ -397,6 +394,16 @@ class Trainer:
         for value in sq.double().tolist():  # in order, in float64: the per-step accumulation
             total += value
         return total / n
+
+    def compiled_buffers(self, kind: type):
+        """The buffers of compiled epoch ``kind`` (``MFAdamKernel`` or a subclass) for this
+        model's tables, kept across epochs."""
+        kernels = self.__dict__.setdefault("_compiled", {})
+        P, Q = self.model.user_emb, self.model.item_emb
+        kernel = kernels.get(kind)
+        if kernel is None or not kernel.fits(P.shape[0], Q.shape[0], P.shape[1]):
+            kernel = kernels[kind] = kind(P.shape[0], Q.shape[0], P.shape[1])
+        return kernel
 
     def _compiled_kernel_applies(self) -> bool:
         """The compiled epoch (``models.mf_kernel``) covers MF with plain fused Adam on float32

@@ -39,7 +39,7 @@ from data.ratings import Interactions  # noqa: E402
 from defenses import DEFENSES, TrainingData  # noqa: E402
 from defenses.tcd import ObservedCells, TCDOptions, pseudo_labels  # noqa: E402
 from models import build_model  # noqa: E402
-from models.mf_kernel import MFAdamKernel  # noqa: E402
+from models import mf_kernel  # noqa: E402
 from models.trainer import Trainer  # noqa: E402
 from utils.config import DatasetConfig, ModelConfig, SyntheticConfig  # noqa: E402
 from utils.seeding import numpy_rng  # noqa: E402
@@ -238,14 +238,12 @@ def test_the_compiled_epoch_agrees_with_the_pytorch_form(monkeypatch):
                                        err_msg=key)
     assert not np.array_equal(compiled["mf/user_emb"], pytorch["mf/user_emb"])  # both ran
     monkeypatch.setattr(Trainer, "compiled_kernel", True)
-    real_epoch = MFAdamKernel.epoch
+    real_constants = mf_kernel.adam_constants
 
-    def lr_off_by_one_percent(self, P, Q, states, users, items, ratings, perm, size, reg, lr,
-                              *rest):
-        return real_epoch(self, P, Q, states, users, items, ratings, perm, size, reg,
-                          lr * 1.01, *rest)
+    def lr_off_by_one_percent(states, n_batches, lr, betas):
+        return real_constants(states, n_batches, lr * 1.01, betas)
 
-    monkeypatch.setattr(MFAdamKernel, "epoch", lr_off_by_one_percent)
+    monkeypatch.setattr(mf_kernel, "adam_constants", lr_off_by_one_percent)
     changed = case_mf()
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(changed["mf/user_emb"], pytorch["mf/user_emb"], rtol=1e-5,
@@ -337,7 +335,8 @@ def test_the_compiled_per_occurrence_epoch_agrees_with_the_pytorch_form(mode):
     for _ in range(cfg.epochs):
         want, _ = adversarial_mf_epoch(pytorch, users, items, ratings, row_eps, 1.0, weight,
                                        prior)
-        have = kernel.adversarial_epoch(compiled, users, items, ratings, eps, code, 1.0,
+        perm = torch.randperm(len(users), generator=compiled.generator)
+        have = kernel.adversarial_epoch(compiled, users, items, ratings, perm, eps, code, 1.0,
                                         weight, prior)
         assert have == pytest.approx(want, rel=1e-5)
     for name in ("user_emb", "item_emb"):
