@@ -15,7 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from utils.config import ConfigError, load_config
+from utils.config import ConfigError
+from experiment.validation import load_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s")
     if args.rebuild is not None:
-        from utils.reporting import main as rebuild_main
+        from experiment.reporting import main as rebuild_main
         return rebuild_main([args.rebuild])
     try:
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
@@ -44,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from attacks import AttackError
     from data import DatasetError
     from models.trainer import NonFiniteLossError
-    from utils.pipeline import run_experiment
-    from utils.results_folder import ResultsFolderError
+    from experiment.pipeline import run_experiment
+    from experiment.results_folder import ResultsFolderError
 
     try:
         out = run_experiment(cfg, argv)

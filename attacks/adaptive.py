@@ -50,12 +50,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data.ratings import Interactions, Split
+from data.ratings import Interactions, Split, TrainingData
 from data.split import split_fake_rows
-from utils.config import ConfigError, _range
+from utils.config import ConfigError, ModelConfig, bounds
+from utils.metrics import Evaluator
 from utils.seeding import derive_seed
 
-from .base import Attack
+from .base import Attack, Component, item_stats
 from .threat import ThreatContext
 
 FILLER_RATINGS = ("copy", "mean")
@@ -67,14 +68,14 @@ NOT_A_BASE = ("none", "file", "adaptive")
 class AdaptiveOptions:
     against: str = "share"     # the defense attacked: one that distrusts rows or users
     base: str = "clone"        # the attack whose profiles round 0 holds
-    rounds: int = field(default=3, metadata=_range(0, 50))  # repairs (rounds + 1 defense fits)
+    rounds: int = field(default=3, metadata=bounds(0, 50))  # repairs (rounds + 1 defense fits)
     # Share of the judged target rows, or of a fake user's judged filler rows, that may be
     # distrusted before they are repaired.
-    tolerance: float = field(default=0.25, metadata=_range(0, 1, hi_open=True))
-    min_targets: int = field(default=1, metadata=_range(1))  # targets per fake user, at least
+    tolerance: float = field(default=0.25, metadata=bounds(0, 1, hi_open=True))
+    min_targets: int = field(default=1, metadata=bounds(1))  # targets per fake user, at least
     filler_ratings: str = "copy"   # a replaced filler's rating: "copy" the real one, or "mean"
-    k: int = field(default=50, metadata=_range(1))           # the surrogate score's HR@k
-    val_fraction: float = field(default=0.1, metadata=_range(0, 1, lo_open=True, hi_open=True))
+    k: int = field(default=50, metadata=bounds(1))           # the surrogate score's HR@k
+    val_fraction: float = field(default=0.1, metadata=bounds(0, 1, lo_open=True, hi_open=True))
 
 
 @dataclass
@@ -96,30 +97,23 @@ class AdaptiveAttack(Attack):
     @classmethod
     def parse_options(cls, data, where: str = "options"):
         opts = super().parse_options(data, where)
-        from defenses import DEFENSES
-
-        from . import ATTACKS
-        judges = sorted(n for n, d in DEFENSES.items() if d.judges_data())
-        if opts.against not in judges:
-            raise ConfigError(f"{where}.against: '{opts.against}' distrusts no rows or users, so "
-                              f"there is nothing to repair; use one of {', '.join(judges)}")
-        bases = sorted(n for n in ATTACKS if n not in NOT_A_BASE)
-        if opts.base not in bases:
-            raise ConfigError(f"{where}.base: '{opts.base}' cannot generate the first round; use "
-                              f"one of {', '.join(bases)}")
         if opts.filler_ratings not in FILLER_RATINGS:
             raise ConfigError(f"{where}.filler_ratings: '{opts.filler_ratings}' is unknown; use "
                               f"one of {', '.join(FILLER_RATINGS)}")
         return opts
 
     @classmethod
-    def components(cls, options) -> list[tuple[str, str]]:
-        return [("attack", options.base), ("defense", options.against)]
+    def components(cls, options) -> list[Component]:
+        return [Component("attack", options.base, "base",
+                          lambda name, _: name not in NOT_A_BASE,
+                          "cannot generate the first round"),
+                Component("defense", options.against, "against",
+                          lambda _, defense: defense.judges_data(),
+                          "distrusts no rows or users, so there is nothing to repair")]
 
     def generate(self, ctx: ThreatContext) -> Interactions:
-        from . import ATTACKS
         opt = self.options
-        base = ATTACKS[opt.base]
+        base = ctx.component("attack", opt.base, self.name)
         fake = _canonical(base(base.parse_options(None)).generate(ctx), ctx)
         surrogate = _Surrogate(ctx, opt, self.name)
         per_fake = int(np.bincount(fake.users[np.isin(fake.items, ctx.targets)],
@@ -172,11 +166,8 @@ class _Surrogate:
     """The attacker's copy of the platform: its view plus its fakes, the defense, the score."""
 
     def __init__(self, ctx: ThreatContext, opt: AdaptiveOptions, tag: str) -> None:
-        from defenses import DEFENSES
-        from utils.config import ModelConfig
-        from utils.metrics import Evaluator
         self.ctx, self.opt, self.tag = ctx, opt, tag
-        self.defense_cls = DEFENSES[opt.against]
+        self.defense_cls = ctx.component("defense", opt.against, tag)
         self.model_cfg = ctx.model_cfg if ctx.model_cfg is not None else ModelConfig()
         self.visible = np.unique(np.asarray(ctx.visible_users, dtype=np.int64))
         view = ctx.view
@@ -196,7 +187,6 @@ class _Surrogate:
     def detect(self, fake: Interactions, r: int) -> tuple[float, np.ndarray, np.ndarray]:
         """Fit the defense on view + ``fake``; returns the defended model's target HR@k and,
         per fake row, whether it was distrusted and whether the defense judged it."""
-        from defenses import TrainingData
         ctx, n_vis = self.ctx, len(self.visible)
         shifted = Interactions(fake.users + n_vis, fake.items, fake.ratings)
         f_train, f_val = split_fake_rows(shifted, ctx.rng("attack", self.tag, "fake-rows", r),
@@ -299,5 +289,4 @@ def _draw_rows(ctx: ThreatContext, users: np.ndarray, taken: Interactions,
 
 
 def _item_means(ctx: ThreatContext) -> np.ndarray:
-    from .base import item_stats
     return item_stats(ctx.view, ctx.n_items)[0]

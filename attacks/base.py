@@ -26,6 +26,7 @@ see the docstring of ``attacks/average.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -41,6 +42,20 @@ class NoOptions:
 
 
 FILLER_POOLS = ("all", "view")
+
+
+@dataclass(frozen=True)
+class Component:
+    """Another registered attack or defense that an attack runs by name, named by one of its
+    options. The runner hands the registries to the attack in its :class:`ThreatContext`; the
+    config check (``experiment/validation.py``) rejects, before any work, a name that is not
+    registered or that ``accepts`` refuses, with ``problem`` saying why."""
+
+    kind: str                 # "attack" | "defense"
+    name: str
+    option: str               # the option that names it (error messages)
+    accepts: Callable[[str, type], bool] = lambda name, cls: True   # (name, class) → usable?
+    problem: str = "cannot serve here"
 
 
 @dataclass
@@ -66,10 +81,10 @@ class Attack:
         return opts
 
     @classmethod
-    def components(cls, options) -> list[tuple[str, str]]:
-        """The other registered components this attack runs, named by its options:
-        ``("attack" | "defense", name)``. A lookup by name is invisible to the import graph, so
-        their sources join this attack's cache keys through this list."""
+    def components(cls, options) -> list[Component]:
+        """The other registered components this attack runs, named by its options. A lookup by
+        name is invisible to the import graph, so their sources join this attack's cache keys
+        through this list, and the config check validates their names through it."""
         return []
 
     def generate(self, ctx: ThreatContext) -> Interactions:

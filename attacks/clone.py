@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data.ratings import Interactions
-from utils.config import _range
+from utils.config import bounds
 
 from .base import Attack
 from .threat import ThreatContext
@@ -36,10 +36,10 @@ from .threat import ThreatContext
 
 @dataclass
 class CloneOptions:
-    subsample: float = field(default=1.0, metadata=_range(0, 1, lo_open=True))
-    noise: float = field(default=0.0, metadata=_range(0))
-    max_items: int = field(default=0, metadata=_range(0))
-    target_rating: float = field(default=1.0, metadata=_range(0, 1, lo_open=True))
+    subsample: float = field(default=1.0, metadata=bounds(0, 1, lo_open=True))
+    noise: float = field(default=0.0, metadata=bounds(0))
+    max_items: int = field(default=0, metadata=bounds(0))
+    target_rating: float = field(default=1.0, metadata=bounds(0, 1, lo_open=True))
 
 
 class CloneAttack(Attack):

@@ -90,47 +90,47 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data.ratings import Interactions
+from data.ratings import Interactions, TrainingData
 from data.split import split_fake_rows
-from utils.config import ConfigError, _range
+from utils.config import ConfigError, bounds
 from utils.seeding import derive_seed
 
-from .base import Attack, item_stats, popular_items
+from .base import Attack, Component, item_stats, popular_items
 from .threat import AttackError, ThreatContext, profiles_from, sample_fillers
 
 
 @dataclass
 class CoAttackOptions:
-    rounds: int = field(default=3, metadata=_range(1, 20))   # train → read profiles rounds
-    epochs: int = field(default=0, metadata=_range(0))       # surrogate epochs; 0 = model.epochs
+    rounds: int = field(default=3, metadata=bounds(1, 20))   # train → read profiles rounds
+    epochs: int = field(default=0, metadata=bounds(0))       # surrogate epochs; 0 = model.epochs
     # The attack loss starts after this fraction of the epochs (0.5: the later half).
-    attack_from: float = field(default=0.5, metadata=_range(0, 1, hi_open=True))
-    steps: int = field(default=10, metadata=_range(1))       # attack-loss steps after an epoch
-    weight: float = field(default=1.0, metadata=_range(0, lo_open=True))  # step = weight·lr
-    k: int = field(default=50, metadata=_range(1))            # K of the hinge and of the HR
-    kappa: float = field(default=0.2, metadata=_range(0))     # hinge margin κ
+    attack_from: float = field(default=0.5, metadata=bounds(0, 1, hi_open=True))
+    steps: int = field(default=10, metadata=bounds(1))       # attack-loss steps after an epoch
+    weight: float = field(default=1.0, metadata=bounds(0, lo_open=True))  # step = weight·lr
+    k: int = field(default=50, metadata=bounds(1))            # K of the hinge and of the HR
+    kappa: float = field(default=0.2, metadata=bounds(0))     # hinge margin κ
     # Initial fillers, rated N(item mean, item std): drawn from the 2 × filler_size most rated
     # visible items (popular) or uniformly (average, as the Average attack).
     init: str = "popular"
     read: str = "last"           # profiles from the last epoch | the defense's selected (best)
-    val_fraction: float = field(default=0.1, metadata=_range(0, 1, lo_open=True, hi_open=True))
-    user_batch: int = field(default=1024, metadata=_range(1))  # users per score batch
+    val_fraction: float = field(default=0.1, metadata=bounds(0, 1, lo_open=True, hi_open=True))
+    user_batch: int = field(default=1024, metadata=bounds(1))  # users per score batch
 
 
 @dataclass
 class GCoAttackOptions(CoAttackOptions):
     against: str = "tcd"         # the defense whose training the attacker co-trains with
     # Fewer rounds than CoAttack: each trains the defense (TCD: three models) twice.
-    rounds: int = field(default=2, metadata=_range(1, 20))
+    rounds: int = field(default=2, metadata=bounds(1, 20))
 
 
 _CHOICES = {"init": ("popular", "average"), "read": ("last", "best")}
 
 
-def hook_defenses() -> list[str]:
-    """Names of the registered defenses that call an epoch hook (can be co-trained with)."""
-    from defenses import DEFENSES  # lazily: the defense registry imports models and more
-    return sorted(name for name, cls in DEFENSES.items() if cls.accepts_epoch_hook)
+def hook_defenses(defenses) -> list[str]:
+    """Names of the defenses of registry ``defenses`` that call an epoch hook (can be
+    co-trained with)."""
+    return sorted(name for name, cls in defenses.items() if cls.accepts_epoch_hook)
 
 
 def check_options(opts, where: str) -> None:
@@ -139,11 +139,6 @@ def check_options(opts, where: str) -> None:
         if value not in valid:
             raise ConfigError(f"{where}.{key}: '{value}' is unknown; use "
                               f"{' or '.join(valid)}")
-    against = getattr(opts, "against", "none")
-    valid = hook_defenses()
-    if against not in valid:
-        raise ConfigError(f"{where}.against: defense '{against}' does not accept an epoch hook "
-                          f"(cannot be co-trained with); use one of {', '.join(valid)}")
 
 
 class AttackLoss:
@@ -248,8 +243,10 @@ class GCoAttack(Attack):
         return options.against
 
     @classmethod
-    def components(cls, options) -> list[tuple[str, str]]:
-        return [("defense", cls.against_of(options))]
+    def components(cls, options) -> list[Component]:
+        return [Component("defense", cls.against_of(options), "against",
+                          lambda _, defense: defense.accepts_epoch_hook,
+                          "does not accept an epoch hook (cannot be co-trained with)")]
 
     # ------------------------------------------------------------------ generate
     def generate(self, ctx: ThreatContext) -> Interactions:
@@ -258,8 +255,11 @@ class GCoAttack(Attack):
         if ctx.model_cfg is None:
             raise AttackError(f"attack {self.name}: the threat context has no model_cfg; the "
                               "surrogate needs the victim's model settings")
-        from defenses import DEFENSES, TrainingData  # lazily, as in hook_defenses
         against = self.against()
+        defense_cls = ctx.component("defense", against, self.name)
+        if not defense_cls.accepts_epoch_hook:
+            raise AttackError(f"attack {self.name}: defense '{against}' does not accept an epoch "
+                              "hook; use one of " + ", ".join(hook_defenses(ctx.defenses)))
         device = torch.device(ctx.device)
         n_v, n_fake = len(ctx.visible_users), ctx.n_fake
         local = np.full(ctx.n_users, -1, dtype=np.int64)
@@ -287,8 +287,7 @@ class GCoAttack(Attack):
             data = TrainingData(Interactions.concat(real_train, f_train),
                                 Interactions.concat(real_val, f_val), n_v + n_fake,
                                 ctx.n_items, ctx.scale, ctx.feedback)
-            cls = DEFENSES[against]
-            defense = cls(cls.Options(), model_cfg, device, defense_seed)
+            defense = defense_cls(defense_cls.Options(), model_cfg, device, defense_seed)
             defense.epoch_hook = hook
             try:
                 model, _ = defense.fit(data)
@@ -305,7 +304,8 @@ class GCoAttack(Attack):
             model = train(fake, round_, hook)
             if hook.calls == 0:
                 raise AttackError(f"attack {self.name}: defense '{against}' never called the "
-                                  "epoch hook; use one of " + ", ".join(hook_defenses()))
+                                  "epoch hook; use one of "
+                                  + ", ".join(hook_defenses(ctx.defenses)))
             if opt.read == "last" and id(model) in hook.last_scores:
                 scores = hook.last_scores[id(model)]
             else:

@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from data.ratings import Interactions
 from models import build_model
 from models.trainer import Trainer
-from utils.config import ConfigError, _range
+from utils.config import ConfigError, bounds
 from utils.seeding import torch_generator
 
 from .base import Attack
@@ -73,19 +73,19 @@ MIN_PROB = 1e-6  # floor of explicit-mode scores inside the log (MF scores are u
 
 @dataclass
 class NeuralOptions:
-    kappa: float = field(default=1.0, metadata=_range(0))          # hinge floor κ
-    eta: float = field(default=100.0, metadata=_range(0))          # η: weight of Σ g(u)
-    lam: float = field(default=0.01, metadata=_range(0))           # λ: weight of the objective
-    decay: float = field(default=0.9, metadata=_range(0, 1, lo_open=True))  # p ← p · decay
-    rounds: int = field(default=5, metadata=_range(0))
-    epochs: int = field(default=20, metadata=_range(1))            # poison-model training
-    top_k: int = field(default=10, metadata=_range(1))             # K of g(u) and target HR
-    n_fillers: int | None = field(default=None, metadata=_range(1))  # None: threat model's size
-    users_per_model: int = field(default=1, metadata=_range(1))    # s
-    max_poison_models: int | None = field(default=None, metadata=_range(1))  # caps m / s
-    attack_batch_users: int = field(default=32, metadata=_range(1))
+    kappa: float = field(default=1.0, metadata=bounds(0))          # hinge floor κ
+    eta: float = field(default=100.0, metadata=bounds(0))          # η: weight of Σ g(u)
+    lam: float = field(default=0.01, metadata=bounds(0))           # λ: weight of the objective
+    decay: float = field(default=0.9, metadata=bounds(0, 1, lo_open=True))  # p ← p · decay
+    rounds: int = field(default=5, metadata=bounds(0))
+    epochs: int = field(default=20, metadata=bounds(1))            # poison-model training
+    top_k: int = field(default=10, metadata=bounds(1))             # K of g(u) and target HR
+    n_fillers: int | None = field(default=None, metadata=bounds(1))  # None: threat model's size
+    users_per_model: int = field(default=1, metadata=bounds(1))    # s
+    max_poison_models: int | None = field(default=None, metadata=bounds(1))  # caps m / s
+    attack_batch_users: int = field(default=32, metadata=bounds(1))
     surrogate: str | None = None                                   # ncf | mf; None: victim's
-    val_fraction: float = field(default=0.1, metadata=_range(0, 1, hi_open=True))
+    val_fraction: float = field(default=0.1, metadata=bounds(0, 1, hi_open=True))
     filler_score: str = "score"   # score: ŷ_v (the authors'); lift: ŷ_v / typical user's ŷ
 
     def __post_init__(self) -> None:

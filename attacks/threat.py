@@ -8,11 +8,13 @@ kept and the rest are drawn at random from the last hop.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from data.ratings import Interactions, RatingScale, Split
+from utils.seeding import numpy_rng
 
 
 class AttackError(ValueError):
@@ -85,7 +87,11 @@ def filler_size_of(view: Interactions, n_visible_users: int, n_targets: int) -> 
 @dataclass
 class ThreatContext:
     """Everything an attack may use. ``view`` holds the visible real users' ratings with
-    global user and item ids; the defender's validation/test split is not part of it."""
+    global user and item ids; the defender's validation/test split is not part of it.
+    ``attacks`` and ``defenses`` are the registries (name → class) of the components an attack
+    runs by name (:meth:`Attack.components`: ``adaptive``'s base attack and the defense it
+    probes, ``gcoattack``'s defense), handed in by the runner so that attacks never import
+    ``defenses/``."""
 
     view: Interactions
     visible_users: np.ndarray
@@ -101,10 +107,20 @@ class ThreatContext:
     seed: int = 0
     progress: bool = False
     extra: dict = field(default_factory=dict)
+    attacks: Mapping[str, type] = field(default_factory=dict)
+    defenses: Mapping[str, type] = field(default_factory=dict)
 
     def rng(self, *tags) -> np.random.Generator:
-        from utils.seeding import numpy_rng
         return numpy_rng(self.seed, *tags)
+
+    def component(self, kind: str, name: str, user: str) -> type:
+        """The class of attack or defense ``name`` from the context's registries; an
+        AttackError naming the missing registry when the context was built without it."""
+        registry = self.attacks if kind == "attack" else self.defenses
+        if name not in registry:
+            raise AttackError(f"attack {user}: the threat context has no {kind} '{name}'; build "
+                              f"it with {kind}s=<the {kind} registry> (the runner does)")
+        return registry[name]
 
 
 def sample_fillers(rng: np.random.Generator, n_fake: int, candidates: np.ndarray,

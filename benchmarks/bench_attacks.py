@@ -23,6 +23,7 @@ from attacks import ATTACKS
 from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
                             select_targets)
 from data import load_dataset, split_ratings
+from defenses import DEFENSES
 from utils.config import DatasetConfig, ModelConfig
 from utils.seeding import derive_seed, numpy_rng
 
@@ -46,7 +47,8 @@ def threat_context(dataset: str, kind: str, attack: str, size: float, cost: floa
                          n_items=split.n_items, scale=split.scale, targets=targets,
                          n_fake=n_fake_users(split.n_users, size),
                          filler_size=filler_size_of(view, len(visible), len(targets)),
-                         model_cfg=ModelConfig(), seed=attack_seed)
+                         model_cfg=ModelConfig(), seed=attack_seed,
+                         attacks=ATTACKS, defenses=DEFENSES)
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from common import machine, print_table
-from utils.reporting import read_runs
-from utils.summary import IntervalOptions, summarize
+from experiment.reporting import read_runs
+from experiment.summary import IntervalOptions, summarize
 
 
 def main() -> None:

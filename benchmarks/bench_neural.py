@@ -24,7 +24,8 @@ from attacks.threat import ThreatContext, knowledge_view, n_fake_users, select_t
 from data import load_dataset, split_ratings
 from data.ratings import Interactions
 from defenses import DEFENSES, TrainingData
-from utils.config import load_config, option_sweeps
+from utils.config import option_sweeps
+from experiment.validation import load_config
 from utils.metrics import Evaluator
 from utils.seeding import numpy_rng
 

@@ -27,9 +27,10 @@ class AutogradPamaCF(PamaCF):
     """PamaCF through the generic autograd step (the reference)."""
 
     trainer_class = AdversarialTrainer
-from utils.config import as_list, load_config
-from utils.planning import Cell, model_config
-from utils.workspace import Workspace
+from utils.config import as_list
+from experiment.validation import load_config
+from experiment.planning import Cell, model_config
+from experiment.workspace import Workspace
 
 
 def main() -> None:

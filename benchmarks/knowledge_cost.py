@@ -59,10 +59,10 @@ import torch
 from common import data_root, machine
 from attacks import ATTACKS
 from attacks.threat import ThreatContext, filler_size_of, knowledge_view, n_fake_users
-from utils.config import load_config
-from utils.planning import component_options, model_config
+from experiment.validation import load_config
+from experiment.planning import component_options, model_config
 from utils.seeding import derive_seed, numpy_rng
-from utils.workspace import Workspace, seed_globals
+from experiment.workspace import Workspace, seed_globals
 
 SWITCHES = ("pipeline", "null", "paired", "paired_view_fillers", "paired_oracle_stats",
             "paired_fixed_filler", "paired_unseen_top")
@@ -87,7 +87,7 @@ def run_cell(ws: Workspace, switch: str, dataset: str, repeat: int, kind: str, a
     seen = split.observed()
     rseed = ws.repeat_seed(repeat)
     paired = switch.startswith("paired")
-    # The pipeline's seeds (utils/workspace.py): per cell, so per knowledge cost.
+    # The pipeline's seeds (experiment/workspace.py): per cell, so per knowledge cost.
     attack_seed = derive_seed(rseed, "attack", dataset, kind, attack, size, cost)
     train_seed = derive_seed(rseed, "train", dataset, kind, attack, size, cost, "none")
     view_cost = 1.0 if switch == "null" else cost

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 import common  # noqa: F401 - puts the repository on sys.path
-from utils.reporting import read_runs, runs_frame
+from experiment.reporting import read_runs, runs_frame
 
 DEFAULT_ROWS = (
     "ours=results/tcd_protocol_deviation:eps=0.03,projection=clip",

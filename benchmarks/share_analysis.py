@@ -23,9 +23,9 @@ import pandas as pd
 
 from common import data_root
 from defenses.share import decode_eliminated
-from utils.config import load_config
-from utils.planning import Cell
-from utils.workspace import Workspace
+from experiment.validation import load_config
+from experiment.planning import Cell
+from experiment.workspace import Workspace
 
 
 def fmt(values: pd.Series, digits: int = 4) -> str:

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from common import data_root, machine
-from utils.config import as_list, load_config
+from utils.config import as_list
+from experiment.validation import load_config
 from utils.metrics import Evaluator
-from utils.planning import ORIGIN
-from utils.workspace import Workspace
+from experiment.planning import ORIGIN
+from experiment.workspace import Workspace
 from utils.seeding import derive_seed
 
 

@@ -43,9 +43,10 @@ from defenses import DEFENSES
 from defenses.share_group import lockstep_counts
 from defenses.share_valuation import (item_proximity, item_support, item_unanimity,
                                       lowest_rows, ranks01, value_samples)
-from utils.config import as_list, load_config
-from utils.planning import Cell, model_config
-from utils.workspace import Workspace
+from utils.config import as_list
+from experiment.validation import load_config
+from experiment.planning import Cell, model_config
+from experiment.workspace import Workspace
 
 ATTACKS = ["none", "random", "average", "bandwagon", "segment", "aush", "pga", "tna", "clone",
            "adaptive"]

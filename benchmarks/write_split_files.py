@@ -21,8 +21,9 @@ import common  # noqa: F401 - puts the repository on sys.path
 
 from data import DatasetError
 from data.split import write_split_files
-from utils.config import ConfigError, as_list, for_dataset, load_config
-from utils.workspace import Workspace
+from utils.config import ConfigError, as_list, for_dataset
+from experiment.validation import load_config
+from experiment.workspace import Workspace
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from utils.config import decode_sep
+
 from .ratings import Interactions, RatingData, RatingScale
 from .sources import DatasetError
 from .split import PresplitData
@@ -72,12 +74,6 @@ def load_ml1m(path: Path) -> RatingData:
 
 
 # ----------------------------------------------------------------------------- dataset: file
-
-def decode_sep(sep: str) -> str:
-    """``dataset.sep`` with a literal backslash-t (``\\t`` unquoted in YAML or on the command
-    line) read as a tab."""
-    return sep.replace("\\t", "\t")
-
 
 def _raw_ids(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Ids as int64 when every one is an integer, else as strings (``u12``); and which tokens

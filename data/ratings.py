@@ -85,3 +85,23 @@ class Split:
     def observed(self) -> Interactions:
         """Everything but the test ratings (what the system, and so the attacker, can see)."""
         return Interactions.concat(self.train, self.val)
+
+
+@dataclass
+class TrainingData:
+    """The data a defense trains on: training and validation ratings with the fake users
+    appended after the real ones (unlabelled), the table sizes and the rating scale. Here, not
+    in ``defenses/``, because attacks that run a defense on their own copy of the data build it
+    too, and attacks never import ``defenses/``."""
+
+    train: Interactions
+    val: Interactions
+    n_users: int
+    n_items: int
+    scale: RatingScale
+    feedback: str = "explicit"
+    # False when ``val`` is the test set standing in for model selection
+    # (``evaluation.select_on: test``): a defense may score those rows to pick an epoch, but
+    # they are not ratings the system holds — treating them as known (e.g. keeping them out of
+    # pseudo-labels) would let test information into training.
+    val_known: bool = True

@@ -16,6 +16,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from utils.atomic import current_umask
+from utils.config import ConfigError
+
 ENV_VAR = "ROBUSTREC_DATA"
 
 
@@ -23,12 +26,7 @@ class DatasetError(RuntimeError):
     """A dataset problem; the message is one line naming the file and the fix."""
 
 
-def _config_error() -> type:
-    from utils.config import ConfigError  # utils.config imports data only inside functions
-    return ConfigError
-
-
-class SplitFilesError(DatasetError, _config_error()):
+class SplitFilesError(DatasetError, ConfigError):
     """A problem of ``dataset.split_files`` (an id out of range, a pair in both files, a user
     without a test row …): one line naming the file, the line and the fix. It is also a
     ``ConfigError``, so ``main.py`` reports it like a config error (exit code 2)."""
@@ -114,7 +112,6 @@ def download(url: str, dest: Path, sha256: str | None) -> Path:
         if sha256 is not None and sha256_of(tmp) != sha256:
             raise DatasetError(f"{url}: downloaded archive fails its SHA-256 check; retry, or "
                                f"download it by hand and set ${ENV_VAR}")
-        from utils.atomic import current_umask
         os.chmod(tmp, 0o666 & ~current_umask())   # mkstemp's 0600 would hide it from others
         os.replace(tmp, dest)
     finally:

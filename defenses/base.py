@@ -1,8 +1,8 @@
 """The defense interface: a defense is a way of *training* a victim on (possibly poisoned) data.
 
-It receives :class:`TrainingData` — the training and validation ratings (fake users included,
-unlabelled), the table sizes and the rating scale — plus the model config. It never receives
-the target items or which users are fake. It returns the trained model and a dict of facts
+It receives :class:`TrainingData` (``data/ratings.py``) — the training and validation
+ratings (fake users included, unlabelled), the table sizes and the rating scale — plus the
+model config. It never receives the target items or which users are fake. It returns the trained model and a dict of facts
 about what it did (logged to ``runs.csv`` / ``meta.json``).
 
 Two small hooks serve the threat model (``threat-model.md``):
@@ -23,26 +23,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from data.ratings import Interactions, RatingScale
+from data.ratings import TrainingData
 from models import build_model
 from models.trainer import Trainer
 from utils.config import options_from
 from utils.seeding import torch_generator
-
-
-@dataclass
-class TrainingData:
-    train: Interactions
-    val: Interactions
-    n_users: int
-    n_items: int
-    scale: RatingScale
-    feedback: str = "explicit"
-    # False when ``val`` is the test set standing in for model selection
-    # (``evaluation.select_on: test``): a defense may score those rows to pick an epoch, but
-    # they are not ratings the system holds — treating them as known (e.g. keeping them out of
-    # pseudo-labels) would let test information into training.
-    val_known: bool = True
 
 
 @dataclass
@@ -69,6 +54,9 @@ class Defense:
     trainer_class: type[Trainer] = Trainer
     #: True when ``fit`` calls :attr:`epoch_hook` after every epoch (an attacker can co-train).
     accepts_epoch_hook: bool = False
+    #: The ``dataset.feedback`` kinds the defense can train on; the config check
+    #: (``experiment/validation.py``) rejects any other before any work starts.
+    feedbacks: tuple[str, ...] = ("explicit", "implicit")
     epoch_hook: Callable | None = None
 
     def __init__(self, options, model_cfg, device: torch.device | str = "cpu", seed: int = 0,

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from data.ratings import Interactions
-from utils.config import _range
+from utils.config import bounds
 
 from .base import TrainingData
 from .detection import DetectionDefense, DetectionOptions
@@ -51,12 +51,12 @@ COMBINATIONS = ("rank", "zscore")
 
 @dataclass
 class DegSimOptions(DetectionOptions):
-    k: int = field(default=25, metadata=_range(1))
-    min_overlap: int = field(default=2, metadata=_range(2))
-    significance: int = field(default=0, metadata=_range(0))
-    rdma_weight: float = field(default=0.5, metadata=_range(0, 1))
+    k: int = field(default=25, metadata=bounds(1))
+    min_overlap: int = field(default=2, metadata=bounds(2))
+    significance: int = field(default=0, metadata=bounds(0))
+    rdma_weight: float = field(default=0.5, metadata=bounds(0, 1))
     combine: str = "rank"
-    block: int = field(default=512, metadata=_range(1))
+    block: int = field(default=512, metadata=bounds(1))
 
 
 def rdma(obs: Interactions, n_users: int, n_items: int) -> np.ndarray:

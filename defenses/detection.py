@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from data.ratings import Interactions
-from utils.config import _range
+from utils.config import bounds
 from utils.seeding import numpy_rng
 
 from .base import Defense, Distrust, TrainingData
@@ -36,7 +36,7 @@ from .base import Defense, Distrust, TrainingData
 @dataclass
 class DetectionOptions:
     # Share of all users (fake ones included) that is flagged: the assumed attack size.
-    flag_fraction: float = field(default=0.03, metadata=_range(0, 0.5, lo_open=True))
+    flag_fraction: float = field(default=0.03, metadata=bounds(0, 0.5, lo_open=True))
     # Also read the validation rows (see the module docstring).
     use_validation: bool = False
 

@@ -42,7 +42,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from data.ratings import Interactions
-from utils.config import _range
+from utils.config import bounds
 
 from .base import TrainingData
 from .detection import DetectionDefense, DetectionOptions, user_zscores
@@ -53,7 +53,7 @@ ZSCORES = ("all", "rated")
 
 @dataclass
 class PCADetectOptions(DetectionOptions):
-    components: int = field(default=3, metadata=_range(1, 100))
+    components: int = field(default=3, metadata=bounds(1, 100))
     # "all": z-score each user's whole row, unrated cells counted as 0; "rated": z-score over
     # the rated items only, unrated cells 0 after (see the module docstring).
     zscore: str = "all"

@@ -123,7 +123,7 @@ import torch
 
 from models.mf_kernel import EPS_CONSTANT, EPS_USER_NORM
 from models.optimizers import make_optimizer
-from utils.config import _range
+from utils.config import bounds
 from utils.seeding import torch_generator
 
 from .adversarial import AdversarialDefense, user_rows
@@ -146,45 +146,45 @@ class SHAREOptions:
     # (b) personalized adversarial training
     adversarial: bool = True
     personalized: bool = True
-    eps: float = field(default=0.03, metadata=_range(0))  # AT's ε; see the module docstring
-    adv_weight: float = field(default=1.0, metadata=_range(0))
-    warmup: int = field(default=5, metadata=_range(0))     # T_w: plain epochs first
+    eps: float = field(default=0.03, metadata=bounds(0))  # AT's ε; see the module docstring
+    adv_weight: float = field(default=1.0, metadata=bounds(0))
+    warmup: int = field(default=5, metadata=bounds(0))     # T_w: plain epochs first
     # (a) value-based elimination
     eliminate: bool = True
-    eliminate_fraction: float = field(default=0.03, metadata=_range(0, 1, hi_open=True))
-    rescore_every: int = field(default=10, metadata=_range(1))  # T_v
+    eliminate_fraction: float = field(default=0.03, metadata=bounds(0, 1, hi_open=True))
+    rescore_every: int = field(default=10, metadata=bounds(1))  # T_v
     granularity: str = "sample"                             # or "user": whole users
     eliminate_from: str = "items"    # "items": rows stop moving the item table; "all": dropped
     restart: bool = False            # after the first scoring, train again from the start
     # At each scoring, an item with at least this share of its rows distrusted goes back to its
     # initial embedding (and a fresh Adam state): what those rows gave it is undone.
-    reset_items_above: float = field(default=0.5, metadata=_range(0, 1, lo_open=True))
+    reset_items_above: float = field(default=0.5, metadata=bounds(0, 1, lo_open=True))
     # Only rows on items where the lowest-valued rows make up at least this share of the item's
     # rows stay distrusted (share_valuation.concentrated_rows); 0 keeps every chosen row.
     # Not the default: on tuning seeds 0.3 gave FilmTrust +0.003 clean test HR@50 and ML-100K
     # −0.005, with slightly weaker robustness there (README).
-    min_item_share: float = field(default=0.0, metadata=_range(0, 1))
+    min_item_share: float = field(default=0.0, metadata=bounds(0, 1))
     reach_lists: str = "current"     # reach against the "current" model's lists or the "warmup"'s
-    max_user_share: float = field(default=0.25, metadata=_range(0, 1, lo_open=True))
-    alpha: float = field(default=1.0, metadata=_range(0, 1))    # robustness vs fairness value
-    validation_weight: float = field(default=0.0, metadata=_range(0))
-    exposure_weight: float = field(default=0.0, metadata=_range(0))
+    max_user_share: float = field(default=0.25, metadata=bounds(0, 1, lo_open=True))
+    alpha: float = field(default=1.0, metadata=bounds(0, 1))    # robustness vs fairness value
+    validation_weight: float = field(default=0.0, metadata=bounds(0))
+    exposure_weight: float = field(default=0.0, metadata=bounds(0))
     # The old default valuation (``share_v1``): reach 0.5, push 1, unanimity 1, support 1.
-    reach_weight: float = field(default=0.0, metadata=_range(0))
-    push_weight: float = field(default=0.0, metadata=_range(0))
-    unanimity_weight: float = field(default=0.0, metadata=_range(0))
-    unanimity_prior: float = field(default=20.0, metadata=_range(0))
+    reach_weight: float = field(default=0.0, metadata=bounds(0))
+    push_weight: float = field(default=0.0, metadata=bounds(0))
+    unanimity_weight: float = field(default=0.0, metadata=bounds(0))
+    unanimity_prior: float = field(default=20.0, metadata=bounds(0))
     # Validation support of the row's item (share_valuation.item_support): validation ratings
     # per training rating. Only a signal when fake rows never reach validation (the `train`
     # protocol); under `split.fake_rows: platform` it carries none (threat-model.md §1).
-    support_weight: float = field(default=0.0, metadata=_range(0))
-    support_prior: float = field(default=10.0, metadata=_range(0))
+    support_weight: float = field(default=0.0, metadata=bounds(0))
+    support_prior: float = field(default=10.0, metadata=bounds(0))
     # Group signal (share_group.py): a top-rated row's lockstep partners among its user's top
     # ratings; pairs with shrunk lift (C + group_prior) / (E + group_prior) ≥ group_lift.
-    group_weight: float = field(default=1.0, metadata=_range(0))
-    group_prior: float = field(default=2.0, metadata=_range(0, lo_open=True))
-    group_lift: float = field(default=5.0, metadata=_range(1, lo_open=True))
-    group_min_partners: int = field(default=2, metadata=_range(1))
+    group_weight: float = field(default=1.0, metadata=bounds(0))
+    group_prior: float = field(default=2.0, metadata=bounds(0, lo_open=True))
+    group_lift: float = field(default=5.0, metadata=bounds(1, lo_open=True))
+    group_min_partners: int = field(default=2, metadata=bounds(1))
     # "significant": eliminate only group-flagged rows (≥ group_min_partners partners), at
     # most eliminate_fraction of the rows, lowest-valued first, no per-user cap (clean data
     # loses almost nothing); "fraction": always the lowest-valued eliminate_fraction.
@@ -193,16 +193,16 @@ class SHAREOptions:
     # epoch (the group signal needs no model); the model-based terms join at the scorings.
     screen_first: bool = True
     combine: str = "sum"             # reach and unanimity terms: "sum" or "min" (either side)
-    active_fraction: float = field(default=0.2, metadata=_range(0, 1, lo_open=True, hi_open=True))
-    audience: int = field(default=300, metadata=_range(1))
-    top_k: int = field(default=50, metadata=_range(1))
-    exposure_tau: float = field(default=0.1, metadata=_range(0, lo_open=True))
+    active_fraction: float = field(default=0.2, metadata=bounds(0, 1, lo_open=True, hi_open=True))
+    audience: int = field(default=300, metadata=bounds(1))
+    top_k: int = field(default=50, metadata=bounds(1))
+    exposure_tau: float = field(default=0.1, metadata=bounds(0, lo_open=True))
     # Quality Q, which also selects the returned epoch (among the epochs after the warm-up):
     # "loss" = −validation loss (the spec's: −MSE explicit, HR@10 implicit); "hr" = validation
     # HR@top_k of the held-out liked items (normalized rating ≥ positive_rating). Not the
     # default: see the module docstring.
     quality: str = "loss"
-    positive_rating: float = field(default=0.8, metadata=_range(0, 1))
+    positive_rating: float = field(default=0.8, metadata=bounds(0, 1))
     # (d) count-aware item prior (bounded item influence; see the module docstring): per
     # occurrence of item i an extra L2 of item_prior / n_i ** item_prior_power on q_i (n_i: the
     # item's trusted training rows), a total of item_prior / n_i ** (power − 1) per epoch:
@@ -210,12 +210,12 @@ class SHAREOptions:
     # embedding is held near 0, a popular one is free. 0 = off (the default; ``share_prior``
     # sets 2e5: see the module docstring for why it is not the default). Power 1 gives every
     # item the same total penalty.
-    item_prior: float = field(default=0.0, metadata=_range(0))
-    item_prior_power: float = field(default=3.0, metadata=_range(1))
+    item_prior: float = field(default=0.0, metadata=bounds(0))
+    item_prior_power: float = field(default=3.0, metadata=bounds(1))
     # (c) reward-driven strength
     reward: bool = True
     arms: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
-    ucb_c: float = field(default=1.0, metadata=_range(0))
+    ucb_c: float = field(default=1.0, metadata=bounds(0))
     w_quality: float = 1.0
     w_robustness: float = 1.0
     w_fairness: float = 1.0

@@ -52,7 +52,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data.ratings import Interactions, RatingScale
-from utils.config import _range
+from utils.config import bounds
 from utils.seeding import torch_generator
 
 from .base import Defense, TrainingData
@@ -61,15 +61,15 @@ from .base import Defense, TrainingData
 @dataclass
 class TCDOptions:
     # Pre-training epochs on D_L alone (paper: 1 FilmTrust, 4 ML-100K, 2 ML-1M).
-    t_pre: int = field(default=4, metadata=_range(0))
+    t_pre: int = field(default=4, metadata=bounds(0))
     # Fraction of the agreeing cells kept as pseudo-labels (paper: 1.0; 0.2 on ML-1M).
-    pseudo_rate: float = field(default=1.0, metadata=_range(0, 1))
+    pseudo_rate: float = field(default=1.0, metadata=bounds(0, 1))
     # Π: "clip" = clip(round(x · steps) / steps, lowest, 1) (the spec's); "round" = the
     # authors' last code, round(x · steps) / steps without clipping (cells both partners predict
     # near 0 get the label 0, below the lowest rating). See the module docstring.
     projection: str = "clip"
     # Upper bound on the cells scored at once while pseudo-labelling (memory bound).
-    chunk_cells: int = field(default=2_000_000, metadata=_range(1))
+    chunk_cells: int = field(default=2_000_000, metadata=bounds(1))
 
 
 class ObservedCells:
@@ -132,6 +132,7 @@ class TripleCooperativeDefense(Defense):
     name = "tcd"
     Options = TCDOptions
     accepts_epoch_hook = True  # called for h0, h1, h2 after each one's epoch (gcoattack)
+    feedbacks = ("explicit",)  # pseudo-labels are projected ratings: implicit has none to project
 
     @classmethod
     def parse_options(cls, data, where: str = "options"):

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from attacks import ATTACKS
 from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
                             select_targets)
 from data import load_dataset, split_ratings
 from data.ratings import Interactions
-from utils.config import config_from_dict
+from defenses import DEFENSES
+from experiment.validation import config_from_dict
 from utils.seeding import numpy_rng
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +89,8 @@ def make_context(setting, seed: int = 1, feedback: str = "explicit",
                          n_items=split.n_items, scale=split.scale, targets=targets,
                          n_fake=n_fake_users(split.n_users, size),
                          filler_size=filler_size_of(view, len(visible), len(targets)),
-                         feedback=feedback, model_cfg=cfg.model, seed=seed)
+                         feedback=feedback, model_cfg=cfg.model, seed=seed,
+                         attacks=ATTACKS, defenses=DEFENSES)
 
 
 def victim_target_hr(setting, fake: Interactions | None, k: int = 10) -> float:

@@ -1,6 +1,8 @@
 """The generate → detect → repair attack (attacks/adaptive.py, threat-model.md §2)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,8 @@ def ctx(small_config):
     return ThreatContext(view=seen.subset(keep[seen.users]), visible_users=visible,
                          n_users=split.n_users, n_items=split.n_items, scale=split.scale,
                          targets=targets, n_fake=15, filler_size=10, seed=4,
-                         model_cfg=ModelConfig(dim=16, epochs=8, batch_size=256))
+                         model_cfg=ModelConfig(dim=16, epochs=8, batch_size=256),
+                         attacks=ATTACKS, defenses=DEFENSES)
 
 
 def _check_profiles(fake, ctx):
@@ -142,10 +145,14 @@ def test_users_flagged_as_a_whole_get_fresh_fillers(ctx, monkeypatch):
     _check_profiles(after, ctx)
 
 
-@pytest.mark.parametrize("against", ["none", "tcd"])
-def test_a_defense_that_judges_no_data_is_rejected_with_the_valid_ones(against):
+def _adaptive_config(small_config, **options):
+    return small_config(attack={"name": ["adaptive"], "options": {"adaptive": options}})
+
+
+@pytest.mark.parametrize("against", ["none", "tcd", "nope"])
+def test_a_defense_that_judges_no_data_is_rejected_with_the_valid_ones(small_config, against):
     with pytest.raises(ConfigError) as err:
-        AdaptiveAttack.parse_options({"against": against}, "attack.options.adaptive")
+        _adaptive_config(small_config, against=against)
     message = str(err.value)
     assert "attack.options.adaptive.against" in message and f"'{against}'" in message
     valid = sorted(n for n, d in DEFENSES.items() if d.judges_data())
@@ -153,9 +160,26 @@ def test_a_defense_that_judges_no_data_is_rejected_with_the_valid_ones(against):
 
 
 @pytest.mark.parametrize("base", ["none", "file", "adaptive", "nope"])
-def test_a_base_that_cannot_generate_is_rejected(base):
-    with pytest.raises(ConfigError, match="base: .*use one of .*clone"):
-        AdaptiveAttack.parse_options({"base": base})
+def test_a_base_that_cannot_generate_is_rejected(small_config, base):
+    with pytest.raises(ConfigError, match="attack.options.adaptive.base: .*use one of .*clone"):
+        _adaptive_config(small_config, base=base)
+
+
+def test_the_components_of_the_base_attack_are_checked_too(small_config):
+    """``base: gcoattack`` runs gcoattack with its default options (against tcd): on implicit
+    feedback TCD cannot train, which the config check says before any work."""
+    assert _adaptive_config(small_config, base="gcoattack").attack.name == ["adaptive"]
+    with pytest.raises(ConfigError, match="attack.options.gcoattack.against: defense 'tcd' "
+                                          "trains on explicit feedback only"):
+        small_config(attack={"name": ["adaptive"], "options": {"adaptive": {"base": "gcoattack"}}},
+                     dataset={"name": "synthetic", "feedback": "implicit"})
+
+
+def test_a_context_without_the_registries_is_an_attack_error(ctx):
+    from attacks import AttackError
+    bare = dataclasses.replace(ctx, defenses={})
+    with pytest.raises(AttackError, match="no defense 'share'.*defenses="):
+        _attack(against="share", rounds=0).generate(bare)
 
 
 def test_the_config_checks_the_adaptive_options(small_config):

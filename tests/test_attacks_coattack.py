@@ -122,17 +122,20 @@ def test_gcoattack_against_tcd_needs_explicit_feedback(setting):
 
 # ----------------------------------------------------------------------------- options
 
-def test_against_must_accept_the_epoch_hook():
-    valid = hook_defenses()
+def test_against_must_accept_the_epoch_hook(small_config):
+    valid = hook_defenses(DEFENSES)
     assert {"none", "tcd"} <= set(valid)
     assert "at" not in valid
     cls = ATTACKS["gcoattack"]
     for bad in ("at", "share", "nonexistent"):
         with pytest.raises(ConfigError) as err:
-            cls.parse_options({"against": bad}, "attack.options.gcoattack")
+            small_config(attack={"name": ["gcoattack"], "options": {"gcoattack": {"against": bad}}})
         message = str(err.value)
-        assert f"'{bad}'" in message and "against" in message
-        assert all(name in message for name in valid)
+        assert message.startswith(f"attack.options.gcoattack.against: defense '{bad}'")
+        assert message.endswith(", ".join(valid))
+    cfg = small_config(attack={"name": ["gcoattack"],
+                               "options": {"gcoattack": {"against": "none"}}})
+    assert cfg.attack.options["gcoattack"]["against"] == "none"
     assert cls.parse_options({"against": "none"}).against == "none"
     with pytest.raises(ConfigError, match="init"):
         cls.parse_options({"init": "zeros"})

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attacks import ATTACKS, AttackError
-from attacks.fingerprint import fingerprint
+from experiment.fingerprint import fingerprint
 from attacks.threat import ThreatContext
 from data.ratings import Interactions, RatingScale
 from tests.conftest import make_context, victim_target_hr  # `setting`: conftest's fixture

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from utils.config import ConfigError, config_from_dict, load_config
+from utils.config import ConfigError
+from experiment.validation import config_from_dict, load_config
 
 
 def error_of(tree: dict) -> str:
@@ -90,6 +91,8 @@ def run_main(*args, cwd):
 @pytest.mark.parametrize("args", [
     ["model.epoch=3"], ["model.dim=abc"], ["attack=nonexistent"], ["attack.size=0"],
     ["attack.size=0.7"], ["dataset=nope"], ["notakey"],
+    ["defense=tcd", "dataset.feedback=implicit"],       # TCD cannot train on implicit feedback
+    ["attack=gcoattack", "dataset.feedback=implicit"],  # nor can the TCD gcoattack co-trains with
 ])
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, args):
     results = tmp_path / "results"
@@ -112,7 +115,7 @@ def test_cli_bad_yaml_file(tmp_path):
 
 def test_by_dataset_layers_apply_to_their_datasets_cells_only():
     from utils.config import for_dataset
-    from utils.planning import cell_key, plan_cells
+    from experiment.planning import cell_key, plan_cells
     tree = {"dataset": {"name": ["ml-100k", "filmtrust"]}, "attack": {"name": ["random"]},
             "defense": {"name": ["tcd"]},
             "by_dataset": {"filmtrust": {"defense": {"options": {"tcd": {"t_pre": 1}}}}}}
@@ -130,3 +133,18 @@ def test_by_dataset_layers_apply_to_their_datasets_cells_only():
     assert "t_pre" in error_of({**tree, "by_dataset": {
         "filmtrust": {"defense": {"options": {"tcd": {"t_pre": -1}}}}}})
     assert "valid:" in error_of({**tree, "by_dataset": {"filmtrst": {}}})
+    assert config_from_dict({**tree, "by_dataset": {"filmtrust": {}}}).by_dataset == {
+        "filmtrust": {}}   # an empty layer layers nothing
+
+
+def test_a_defense_is_checked_against_the_feedback_of_every_dataset_it_runs_on():
+    """TCD declares explicit feedback only (``Defense.feedbacks``): a dataset layered to
+    implicit feedback is named in the one-line error, a dataset outside the grid is not."""
+    tree = {"dataset": {"name": ["ml-100k", "filmtrust"]}, "defense": {"name": ["none", "tcd"]},
+            "by_dataset": {"filmtrust": {"dataset": {"feedback": "implicit"}}}}
+    message = error_of(tree)
+    assert message == ("defense.name: defense 'tcd' trains on explicit feedback only, but "
+                       "dataset filmtrust has dataset.feedback=implicit; remove it or set "
+                       "dataset.feedback=explicit")
+    assert config_from_dict({**tree, "dataset": {"name": ["ml-100k"]}}).defense.name == [
+        "none", "tcd"]

@@ -6,7 +6,8 @@ import uuid
 import pytest
 
 from tests.conftest import REPO
-from utils.config import ConfigError, load_config
+from utils.config import ConfigError
+from experiment.validation import load_config
 
 
 def error_of(tmp_path, text: str) -> str:

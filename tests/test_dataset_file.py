@@ -14,8 +14,9 @@ import pytest
 import main
 from data import DatasetError, load_dataset
 from data.sources import sha256_of
-from utils.config import ConfigError, DatasetConfig, config_from_dict, load_config
-from utils.planning import cell_key, plan_cells
+from utils.config import ConfigError, DatasetConfig
+from experiment.validation import config_from_dict, load_config
+from experiment.planning import cell_key, plan_cells
 
 REPO = Path(__file__).resolve().parents[1]
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"

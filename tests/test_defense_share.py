@@ -19,8 +19,8 @@ from defenses.share_valuation import (item_proximity, lowest_rows, lowest_users_
                                       value_samples)
 from models.mf import MF
 from utils.config import ConfigError, ModelConfig
-from utils.planning import Cell
-from utils.workspace import Workspace
+from experiment.planning import Cell
+from experiment.workspace import Workspace
 
 CFG = ModelConfig(dim=16, epochs=14, batch_size=256, lr=0.01)
 
@@ -30,7 +30,7 @@ def planted(tmp_path_factory):
     """Synthetic data with a 10% random attack on 3 unpopular targets: (TrainingData,
     number of real users)."""
     from tests.conftest import small_tree
-    from utils.config import config_from_dict
+    from experiment.validation import config_from_dict
     tree = small_tree(tmp_path_factory.mktemp("share"), attack={"name": ["random"], "size": 0.1})
     ws = Workspace(config_from_dict(tree))
     split = ws.split("synthetic", 0)
@@ -365,7 +365,7 @@ def test_lockstep_counts_flag_a_crowd_that_top_rates_the_same_items():
 def cloned(tmp_path_factory):
     """Synthetic data, platform split, a 10 % clone attack on 3 unpopular targets."""
     from tests.conftest import small_tree
-    from utils.config import config_from_dict
+    from experiment.validation import config_from_dict
     tree = small_tree(tmp_path_factory.mktemp("share_clone"), attack={"name": ["clone"],
                       "size": 0.1}, split={"fake_rows": "platform"})
     ws = Workspace(config_from_dict(tree))

@@ -15,9 +15,10 @@ from defenses.degsim import DegSimDetect, degsim, rank01, rdma
 from defenses.detection import flag_count, top_users, user_zscores
 from defenses.pca_detect import PCADetect, pca_contributions
 from models.trainer import Trainer
-from utils.config import ConfigError, ModelConfig, config_from_dict
-from utils.planning import Cell
-from utils.workspace import Workspace
+from utils.config import ConfigError, ModelConfig
+from experiment.validation import config_from_dict
+from experiment.planning import Cell
+from experiment.workspace import Workspace
 
 CFG = ModelConfig(dim=32, epochs=30, batch_size=256)
 DETECTORS = ["pca_detect", "degsim"]

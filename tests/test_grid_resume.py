@@ -21,9 +21,10 @@ import yaml
 from defenses import DEFENSES
 from defenses.none import NoDefense
 from tests.conftest import REPO, small_tree
-from utils.config import ConfigError, config_from_dict
-from utils.pipeline import run_experiment
-from utils.planning import cell_key, plan_cells
+from utils.config import ConfigError
+from experiment.validation import config_from_dict
+from experiment.pipeline import run_experiment
+from experiment.planning import cell_key, plan_cells
 
 
 def numbers(path) -> str:
@@ -167,7 +168,7 @@ def test_non_finite_loss_fails_its_cell_and_the_grid_goes_on(tmp_path, monkeypat
 def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(monkeypatch):
     """Editing one defense reruns its cells only; naming an option at its default value keeps
     the key, another value changes it."""
-    from utils import planning
+    from experiment import planning
 
     cfg = config_from_dict({"dataset": {"name": "synthetic"},
                             "attack": {"name": ["random"]},
@@ -202,10 +203,10 @@ def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(mon
 
     # The workspace derives every stage's seed (e.g. a cost sweep's shared draws): an edit there
     # reruns every cell; an edit to the reports keeps them all.
-    monkeypatch.setattr(planning, "source_fingerprint", edited("utils/workspace.py"))
+    monkeypatch.setattr(planning, "source_fingerprint", edited("experiment/workspace.py"))
     assert cell_key(cfg, origin) != origin_key
     assert all(cell_key(cfg, c) != before[d] for d, c in cells.items())
-    monkeypatch.setattr(planning, "source_fingerprint", edited("utils/reporting.py"))
+    monkeypatch.setattr(planning, "source_fingerprint", edited("experiment/reporting.py"))
     assert cell_key(cfg, origin) == origin_key
     assert all(cell_key(cfg, c) == before[d] for d, c in cells.items())
     monkeypatch.setattr(planning, "source_fingerprint", real)
@@ -222,7 +223,7 @@ def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(mon
 
 def test_cached_profiles_are_keyed_by_their_attacks_own_sources(monkeypatch):
     """Editing one attack invalidates its cached profiles only."""
-    from utils import planning
+    from experiment import planning
 
     real = planning.source_fingerprint
     before = {a: planning.attack_sources_digest(a) for a in ("random", "aush", "neural")}
@@ -239,7 +240,7 @@ def test_attacks_that_run_other_components_by_name_are_keyed_by_those_only(monke
     components their options name, not on every registered module: editing TCD reruns
     gcoattack's profiles and not adaptive's; editing SHARE the other way round."""
     from attacks import ATTACKS
-    from utils import planning
+    from experiment import planning
 
     real = planning.source_fingerprint
 

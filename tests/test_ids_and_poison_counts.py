@@ -11,10 +11,10 @@ import yaml
 from attacks.poison_file import export_poison
 from main import main
 from tests.conftest import DATA_ROOT, small_tree
-from utils.config import config_from_dict
-from utils.pipeline import run_experiment
-from utils.planning import plan_cells
-from utils.workspace import Workspace, list_target_indices
+from experiment.validation import config_from_dict
+from experiment.pipeline import run_experiment
+from experiment.planning import plan_cells
+from experiment.workspace import Workspace, list_target_indices
 
 
 def test_raw_target_ids_map_to_indices_and_unknown_ones_are_named():

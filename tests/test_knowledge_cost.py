@@ -10,8 +10,9 @@ from attacks import ATTACKS
 from attacks.base import HeuristicOptions
 from attacks.threat import ThreatContext
 from data.ratings import Interactions, RatingScale
-from utils.config import ConfigError, config_from_dict
-from utils.planning import non_default
+from utils.config import ConfigError
+from experiment.validation import config_from_dict
+from experiment.planning import non_default
 
 N_ITEMS, SEEN, TARGETS = 80, 20, np.array([70, 75])
 HEURISTIC = ["random", "average", "bandwagon", "segment"]
@@ -113,7 +114,7 @@ def test_default_fillers_keep_earlier_cell_keys():
 
 
 def test_fillers_option_is_swept_as_a_grid_coordinate():
-    from utils.planning import plan_cells
+    from experiment.planning import plan_cells
     cfg = config_from_dict({"dataset": {"name": "synthetic"}, "repeats": 1,
                             "attack": {"name": "average", "knowledge_cost": 0.2,
                                        "options": {"average": {"fillers": ["all", "view"]}}}})
@@ -157,7 +158,7 @@ def test_a_cost_sweep_shares_its_draws(small_config):
     view (0.999 and 1.0 of 300 users both round to every user) must give identical fake
     profiles and victims, so a sweep's columns differ only in what the attacker sees."""
     import pandas as pd
-    from utils.pipeline import run_experiment
+    from experiment.pipeline import run_experiment
 
     cfg = small_config(attack={"name": ["average"], "knowledge_cost": [0.999, 1.0]})
     runs = pd.read_csv(run_experiment(cfg) / "runs.csv")

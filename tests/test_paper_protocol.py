@@ -22,11 +22,11 @@ from data.split import (PresplitData, split_ratings, held_out_interactions, writ
 from models import build_model
 from models.optimizers import SparseRowAdadelta, make_optimizer
 from models.trainer import Trainer
-from utils.config import (ConfigError, DatasetConfig, ModelConfig, SplitFilesConfig,
-                          config_from_dict, for_dataset, load_config)
-from utils.planning import cell_key, plan_cells
+from utils.config import ConfigError, DatasetConfig, ModelConfig, SplitFilesConfig, for_dataset
+from experiment.validation import config_from_dict, load_config
+from experiment.planning import cell_key, plan_cells
 from utils.seeding import torch_generator
-from utils.workspace import Workspace, run_cell
+from experiment.workspace import Workspace, run_cell
 
 from conftest import DATA_ROOT, small_tree
 

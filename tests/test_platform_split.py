@@ -9,11 +9,12 @@ import pytest
 from data.ratings import Interactions
 from data.split import split_fake_rows
 from tests.conftest import small_tree
-from utils import reporting
-from utils.config import ConfigError, config_from_dict
+from experiment import reporting
+from utils.config import ConfigError
+from experiment.validation import config_from_dict
 from utils.metrics import detection_metrics
-from utils.planning import plan_cells
-from utils.workspace import Workspace, run_cell
+from experiment.planning import plan_cells
+from experiment.workspace import Workspace, run_cell
 
 VAL = 0.1
 

@@ -165,8 +165,8 @@ def test_pipeline_exports_profiles_that_replay_through_attack_file(tmp_path):
     import pandas as pd
 
     from tests.conftest import small_tree
-    from utils.config import config_from_dict
-    from utils.pipeline import run_experiment
+    from experiment.validation import config_from_dict
+    from experiment.pipeline import run_experiment
 
     tree = small_tree(tmp_path, attack={"name": ["average"], "size": 0.05,
                                         "export": ["csv", "npy"]})

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 
 from tests.conftest import small_tree
-from utils.config import config_from_dict
-from utils.pipeline import run_experiment
+from experiment.validation import config_from_dict
+from experiment.pipeline import run_experiment
 
 GRID = {"targets": {"kind": ["random", "unpopular"]},
         "attack": {"name": ["random", "bandwagon"], "size": 0.05},

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import require_real_data, small_tree
-from utils.config import config_from_dict
-from utils.pipeline import run_experiment
+from experiment.validation import config_from_dict
+from experiment.pipeline import run_experiment
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from tests.conftest import REPO
-from utils import reporting
+from experiment import reporting
 from utils.atomic import atomic_save_npz
 from utils.statistics import paired_p_value, robustness_improvement, stars
 
@@ -148,7 +148,7 @@ def test_rebuild_from_runs_csv_reproduces_tables_and_draws_figures(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert {name: (out / name).read_bytes() for name in first} == first
     assert sorted(p.name for p in (out / "figures").iterdir()) == names
-    bad = subprocess.run([sys.executable, "-m", "utils.reporting", str(tmp_path / "missing")],
+    bad = subprocess.run([sys.executable, "-m", "experiment.reporting", str(tmp_path / "missing")],
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert "runs.csv not found" in bad.stderr

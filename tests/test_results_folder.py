@@ -15,9 +15,9 @@ import yaml
 
 from main import main
 from tests.conftest import REPO, small_tree
-from utils.config import config_from_dict
-from utils.pipeline import run_experiment
-from utils.results_folder import FolderLock
+from experiment.validation import config_from_dict
+from experiment.pipeline import run_experiment
+from experiment.results_folder import FolderLock
 
 
 def test_a_second_run_of_the_same_setting_keeps_the_first_runs_tables(tmp_path):
@@ -60,7 +60,7 @@ def test_another_setting_goes_to_its_own_folder_with_a_notice(tmp_path, caplog):
 
 
 def test_unwritable_results_folder_stops_before_any_work(tmp_path, capsys, monkeypatch):
-    from utils.workspace import Workspace
+    from experiment.workspace import Workspace
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before the results folder was checked")

@@ -1,4 +1,4 @@
-"""Uncertainty of every cell (utils/uncertainty.py, utils/summary.py): metrics recomputed from
+"""Uncertainty of every cell (utils/uncertainty.py, experiment/summary.py): metrics recomputed from
 the stored per-user outcomes, bootstrap intervals against their normal approximation, the
 per-user paired test and Holm's correction on hand-computed cases, and the tables' rule that
 no ratio is shown where the attack's gain is noise."""
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO  # noqa: F401  (puts the repository on sys.path)
-from utils import reporting
+from experiment import reporting
 from utils.atomic import atomic_save_npz
 from utils.statistics import holm, paired_user_p_value, user_contributions
-from utils.summary import IntervalOptions, summarize
-from utils.tables import build_tables
+from experiment.summary import IntervalOptions, summarize
+from experiment.tables import build_tables
 from utils.uncertainty import BlockBootstrap, metric_value, seed_t_interval
 
 NAN = np.nan

@@ -5,7 +5,9 @@ Layers, later wins: the dataclass defaults below, the YAML file (``config.yaml``
 Everything is validated before any work starts: an empty file, a key given twice in the file, an
 unknown key (with the closest valid one), a wrong type, an unknown component name (with the valid
 list) or an out-of-range value raises :class:`ConfigError` with one line naming the problem and
-the fix.
+the fix. This module checks the schema and imports nothing of the package above it; names and
+options of datasets, models, attacks and defenses are checked against their registries by
+``experiment/validation.py`` (``load_config``).
 
 A section may be given as a bare string, which sets its ``name`` (``attack: aush``,
 ``dataset=ml-1m`` on the command line). Fields typed ``X | list[X]`` are grid coordinates: a list
@@ -29,18 +31,20 @@ class ConfigError(ValueError):
     """A configuration problem; its message is one line naming the problem and the fix."""
 
 
-def _range(lo=None, hi=None, lo_open=False, hi_open=False, doc=""):
+def bounds(lo=None, hi=None, lo_open=False, hi_open=False, doc=""):
+    """Field metadata bounding a number: ``field(default=3, metadata=bounds(0, 50))``;
+    :func:`build` rejects a value outside ``[lo, hi]`` (``lo_open``/``hi_open``: exclusive)."""
     return {"range": (lo, hi, lo_open, hi_open), "doc": doc}
 
 
 @dataclass
 class SyntheticConfig:
-    n_users: int = field(default=300, metadata=_range(2))
-    n_items: int = field(default=200, metadata=_range(2))
-    density: float = field(default=0.08, metadata=_range(0, 1, lo_open=True))
-    rank: int = field(default=4, metadata=_range(1))
-    noise: float = field(default=0.3, metadata=_range(0))
-    max_rating: int = field(default=5, metadata=_range(2, 10))
+    n_users: int = field(default=300, metadata=bounds(2))
+    n_items: int = field(default=200, metadata=bounds(2))
+    density: float = field(default=0.08, metadata=bounds(0, 1, lo_open=True))
+    rank: int = field(default=4, metadata=bounds(1))
+    noise: float = field(default=0.3, metadata=bounds(0))
+    max_rating: int = field(default=5, metadata=bounds(2, 10))
 
 
 @dataclass
@@ -73,12 +77,12 @@ class DatasetConfig:
     sep: str = "\t"  # a literal backslash-t ("\\t" from YAML or the shell) means a tab
     columns: list[str] = field(default_factory=lambda: ["user", "item", "rating"])
     header: bool = False  # true: the first line names the columns and is skipped
-    max_rating: float = field(default=5.0, metadata=_range(0, lo_open=True))
+    max_rating: float = field(default=5.0, metadata=bounds(0, lo_open=True))
     # Ratings lie on max_rating/steps · {1..steps}; None: steps = max_rating (1, 2, …, 5).
-    rating_steps: int | None = field(default=None, metadata=_range(1, 1000))
+    rating_steps: int | None = field(default=None, metadata=bounds(1, 1000))
     # Applied once, users first then items (a user may drop below its minimum afterwards).
-    min_user_ratings: int = field(default=1, metadata=_range(1))
-    min_item_ratings: int = field(default=1, metadata=_range(1))
+    min_user_ratings: int = field(default=1, metadata=bounds(1))
+    min_item_ratings: int = field(default=1, metadata=bounds(1))
     duplicates: str = "error"  # a user–item pair given twice: error | first | last (file order)
     # A fixed train / test split from two files (SplitFilesConfig above; data/loaders.py).
     split_files: SplitFilesConfig = field(default_factory=SplitFilesConfig)
@@ -86,8 +90,8 @@ class DatasetConfig:
 
 @dataclass
 class SplitConfig:
-    positive_threshold: float = field(default=0.8, metadata=_range(0, 1))
-    val_fraction: float = field(default=0.1, metadata=_range(0, 1, lo_open=True, hi_open=True))
+    positive_threshold: float = field(default=0.8, metadata=bounds(0, 1))
+    val_fraction: float = field(default=0.1, metadata=bounds(0, 1, lo_open=True, hi_open=True))
     # Where fake users' rows go: "train" (the papers' protocol: training data only) or
     # "platform" (split into training and validation like a real user's; threat-model.md §1).
     fake_rows: str = "train"
@@ -100,22 +104,22 @@ class SplitConfig:
 @dataclass
 class TargetsConfig:
     kind: str | list[str] = "unpopular"  # random | unpopular | list
-    count: int = field(default=5, metadata=_range(1, 100))
+    count: int = field(default=5, metadata=bounds(1, 100))
     # Targets of kind "list": the dataset's own item ids (MovieLens item 50 is 50), or 0-based
     # internal indices with id_space "index".
     items: list[int | str] | None = None
     id_space: str = "raw"
-    unpopular_below: int = field(default=5, metadata=_range(1))
+    unpopular_below: int = field(default=5, metadata=bounds(1))
 
 
 @dataclass
 class AttackConfig:
     name: str | list[str] = "random"
-    size: float | list[float] = field(default=0.03, metadata=_range(0, 0.5, lo_open=True))
+    size: float | list[float] = field(default=0.03, metadata=bounds(0, 0.5, lo_open=True))
     # Number of fake users instead of a share of the real users (replaces size when given).
-    n_fake: int | list[int] | None = field(default=None, metadata=_range(1))
-    knowledge_cost: float | list[float] = field(default=0.4, metadata=_range(0, 1, lo_open=True))
-    filler_size: int | None = field(default=None, metadata=_range(1))
+    n_fake: int | list[int] | None = field(default=None, metadata=bounds(1))
+    knowledge_cost: float | list[float] = field(default=0.4, metadata=bounds(0, 1, lo_open=True))
+    filler_size: int | None = field(default=None, metadata=bounds(1))
     options: dict = field(default_factory=dict)  # per-attack options: {aush: {epochs: 150}}
     # Also write each cell's fake profiles to results/<experiment>/poison/ in these formats
     # (csv, tsv: raw item ids and ratings; npy: dense fake-users × items), loadable by
@@ -126,11 +130,11 @@ class AttackConfig:
 @dataclass
 class ModelConfig:
     name: str | list[str] = "mf"
-    dim: int = field(default=128, metadata=_range(1))
-    epochs: int = field(default=40, metadata=_range(1))
-    batch_size: int = field(default=2048, metadata=_range(1))
-    lr: float = field(default=1e-3, metadata=_range(0, lo_open=True))
-    reg: float = field(default=0.005, metadata=_range(0))
+    dim: int = field(default=128, metadata=bounds(1))
+    epochs: int = field(default=40, metadata=bounds(1))
+    batch_size: int = field(default=2048, metadata=bounds(1))
+    lr: float = field(default=1e-3, metadata=bounds(0, lo_open=True))
+    reg: float = field(default=0.005, metadata=bounds(0))
     optimizer: str = "adam"
     # ``model.profile: <name>`` is not a field: it sets optimizer, lr and reg to the named
     # profile's values (MODEL_PROFILES below) while the config is built, so the resolved
@@ -156,12 +160,12 @@ class DefenseConfig:
 
 @dataclass
 class EvaluationConfig:
-    k: int = field(default=50, metadata=_range(1))
-    batch_users: int = field(default=1024, metadata=_range(1))
+    k: int = field(default=50, metadata=bounds(1))
+    batch_users: int = field(default=1024, metadata=bounds(1))
     # Train each cell's model this many times on the same (poisoned) data, with seeds derived
     # from the cell's, and report the mean of each metric: the NDSS protocol retrains its
     # victim 30 times, because one NeuMF's target HR@10 at 1% varies ~10× across inits.
-    retrains: int = field(default=1, metadata=_range(1, 1000))
+    retrains: int = field(default=1, metadata=bounds(1, 1000))
     # Which data picks each model's best epoch: "validation" (protocol.md §2) or "test" — the
     # TCD authors' code keeps the epoch of smallest *test* MSE (greensun0830/TCD,
     # models/pure_SVD.py). Reproduction only: selecting on the test set biases every test
@@ -175,28 +179,28 @@ class EvaluationConfig:
 
 @dataclass
 class ReportConfig:
-    """How the tables state uncertainty (``utils/uncertainty.py``, ``utils/summary.py``); not
+    """How the tables state uncertainty (``utils/uncertainty.py``, ``experiment/summary.py``); not
     part of any cell's key: change it and rebuild (``python main.py --rebuild``)."""
-    level: float = field(default=0.95, metadata=_range(0, 1, lo_open=True, hi_open=True))
-    bootstrap: int = field(default=1000, metadata=_range(100, 100000))
+    level: float = field(default=0.95, metadata=bounds(0, 1, lo_open=True, hi_open=True))
+    bootstrap: int = field(default=1000, metadata=bounds(100, 100000))
     # RI and success reduction are shown only where the attack's gain over Origin (target HR)
     # is at least this and its interval excludes 0.
-    min_gain: float = field(default=0.01, metadata=_range(0, 1))
+    min_gain: float = field(default=0.01, metadata=bounds(0, 1))
 
 
 @dataclass
 class ExperimentConfig:
     experiment: str = "default"
-    seed: int = field(default=0, metadata=_range(0))
-    repeats: int = field(default=1, metadata=_range(1, 1000))
+    seed: int = field(default=0, metadata=bounds(0))
+    repeats: int = field(default=1, metadata=bounds(1, 1000))
     device: str = "auto"
     progress: bool = True
     results_dir: str = "results"
     # Execution (never changes a cell's numbers): cells run on `workers` local processes or on
     # Ray (`executor: ray`, at `ray_address` or on a local instance), `threads` torch threads each.
     executor: str = "local"
-    workers: int = field(default=1, metadata=_range(1, 1024))
-    threads: int = field(default=1, metadata=_range(1, 256))
+    workers: int = field(default=1, metadata=bounds(1, 1024))
+    threads: int = field(default=1, metadata=bounds(1, 256))
     ray_address: str | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -311,7 +315,7 @@ def expand_model_profile(data: dict, prefix: str = "model.") -> dict:
     name = data.pop("profile")
     if name is None:
         return data
-    _check_name(str(name), sorted(MODEL_PROFILES), f"{prefix}profile")
+    check_name(str(name), sorted(MODEL_PROFILES), f"{prefix}profile")
     defaults = ModelConfig()
     given = [key for key in PROFILE_KEYS if key in data and data[key] not in (
         getattr(defaults, key), MODEL_PROFILES[name][key])]
@@ -448,24 +452,26 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
-    """Defaults ← YAML file ← overrides, then full validation (names included)."""
+def read_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Defaults ← YAML file ← overrides, checked against the schema (:func:`check_schema`).
+    Component names and options are checked against the registries one floor up
+    (``experiment/validation.py``: ``load_config``), which every entry point uses."""
     tree = read_yaml(path) if path is not None else {}
     for text in overrides:
         keys, value = parse_override(text)
         _set_path(tree, keys, value)
+    return build_config(tree)
+
+
+def build_config(tree: dict) -> ExperimentConfig:
+    """A config from a mapping (a stored ``config.yaml``), checked against the schema."""
     cfg = build(ExperimentConfig, tree)
-    validate(cfg)
+    check_schema(cfg)
     return cfg
 
 
-def config_from_dict(tree: dict) -> ExperimentConfig:
-    cfg = build(ExperimentConfig, tree)
-    validate(cfg)
-    return cfg
-
-
-def _check_name(value: str, valid: list[str], where: str) -> None:
+def check_name(value: str, valid: list[str], where: str) -> None:
+    """A ConfigError naming ``where`` and the valid names unless ``value`` is one of them."""
     if value not in valid:
         close = difflib.get_close_matches(value, valid, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -480,8 +486,6 @@ FILE_DATASET_KEYS = ("path", "sep", "columns", "header", "max_rating", "rating_s
 
 def _check_file_dataset(d: DatasetConfig) -> None:
     """The keys of ``dataset: file``; the built-in datasets ignore them (defaults pass)."""
-    from data.loaders import decode_sep
-
     names = as_list(d.name)
     f = d.split_files
     if bool(f.train) != bool(f.test):
@@ -489,7 +493,7 @@ def _check_file_dataset(d: DatasetConfig) -> None:
         raise ConfigError(f"dataset.split_files.{missing}: split_files.{given} is set; a fixed "
                           f"split needs both files (dataset.split_files.{missing}=/path)")
     if f.train:
-        _check_name(f.ids, ["index", "raw"], "dataset.split_files.ids")
+        check_name(f.ids, ["index", "raw"], "dataset.split_files.ids")
         if d.path:
             raise ConfigError("dataset.path: dataset.split_files replaces it (the data are the "
                               "two files); remove dataset.path")
@@ -522,62 +526,43 @@ def _check_file_dataset(d: DatasetConfig) -> None:
         raise ConfigError(f"dataset.rating_steps: max_rating {d.max_rating:g} is not a whole "
                           "number; set the number of rating levels (ratings lie on "
                           "max_rating/steps · 1..steps)")
-    _check_name(d.duplicates, ["error", "first", "last"], "dataset.duplicates")
+    check_name(d.duplicates, ["error", "first", "last"], "dataset.duplicates")
 
 
-def validate(cfg: ExperimentConfig) -> None:
-    """Check component names, choices and per-component options against the registries."""
-    from attacks import ATTACKS
-    from attacks.poison_file import FORMATS as POISON_FORMATS
-    from data import DATASETS
-    from defenses import DEFENSES
-    from models import MODELS
+def decode_sep(sep: str) -> str:
+    """``dataset.sep`` with a literal backslash-t (``\\t`` unquoted in YAML or on the command
+    line) read as a tab."""
+    return sep.replace("\\t", "\t")
 
-    for name in as_list(cfg.dataset.name):
-        _check_name(name, sorted(DATASETS), "dataset.name")
-    for name in as_list(cfg.attack.name):
-        _check_name(name, sorted(ATTACKS), "attack.name")
-    for name in as_list(cfg.defense.name):
-        _check_name(name, sorted(DEFENSES), "defense.name")
-    for name in as_list(cfg.model.name):
-        _check_name(name, sorted(MODELS), "model.name")
-    for fmt in cfg.attack.export:
-        _check_name(fmt, list(POISON_FORMATS), "attack.export")
-    _check_name(cfg.executor, ["local", "ray"], "executor")
-    _check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
+
+def check_schema(cfg: ExperimentConfig) -> None:
+    """Check the choices and cross-key rules that need no registry (component names and
+    options are checked in ``experiment/validation.py``)."""
+    check_name(cfg.executor, ["local", "ray"], "executor")
+    check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
     _check_file_dataset(cfg.dataset)
-    _check_name(cfg.model.optimizer, ["adam", "adadelta", "adadelta_sparse", "sgd"],
-                "model.optimizer")
-    _check_name(cfg.device, ["auto", "cpu", "cuda"], "device")
-    _check_name(cfg.split.fake_rows, ["train", "platform"], "split.fake_rows")
-    _check_name(cfg.split.test_item, ["positive", "any"], "split.test_item")
-    _check_name(cfg.evaluation.select_on, ["validation", "test", "last"],
-                "evaluation.select_on")
+    check_name(cfg.model.optimizer, ["adam", "adadelta", "adadelta_sparse", "sgd"],
+               "model.optimizer")
+    check_name(cfg.device, ["auto", "cpu", "cuda"], "device")
+    check_name(cfg.split.fake_rows, ["train", "platform"], "split.fake_rows")
+    check_name(cfg.split.test_item, ["positive", "any"], "split.test_item")
+    check_name(cfg.evaluation.select_on, ["validation", "test", "last"],
+               "evaluation.select_on")
     if cfg.evaluation.select_on != "validation" and cfg.split.fake_rows == "platform":
         raise ConfigError("split.fake_rows: 'platform' puts fake rows in validation, and "
                           f"evaluation.select_on: {cfg.evaluation.select_on} has no validation; "
                           "use split.fake_rows: train")
     for kind in as_list(cfg.targets.kind):
-        _check_name(kind, ["random", "unpopular", "list"], "targets.kind")
+        check_name(kind, ["random", "unpopular", "list"], "targets.kind")
     if "list" in as_list(cfg.targets.kind):
         if not cfg.targets.items:
             raise ConfigError("targets.items: kind 'list' needs a non-empty list of item ids")
-        _check_name(cfg.targets.id_space, ["raw", "index"], "targets.id_space")
+        check_name(cfg.targets.id_space, ["raw", "index"], "targets.id_space")
         if cfg.targets.id_space == "index" and any(
                 not isinstance(i, int) or i < 0 for i in cfg.targets.items):
             raise ConfigError("targets.items: with id_space 'index' the items are 0-based "
                               "indices (integers >= 0)")
-    for section, registry, where in ((cfg.attack, ATTACKS, "attack"),
-                                     (cfg.defense, DEFENSES, "defense")):
-        for name, options in section.options.items():
-            if name not in registry:
-                _check_name(str(name), sorted(registry), f"{where}.options")
-            at = f"{where}.options.{name}"
-            for swept in option_sweeps(registry[name].Options, options, at):
-                registry[name].parse_options({**options, **dict(swept)} if swept else options, at)
     for name, layer in cfg.by_dataset.items():
-        # Any known dataset: a preset's layer for a dataset left out of this run is unused.
-        _check_name(str(name), sorted(DATASETS), "by_dataset")
         if not isinstance(layer, dict):
             raise ConfigError(f"by_dataset.{name}: give a mapping of config sections to values")
         for key in FIXED_ACROSS_DATASETS:
@@ -586,8 +571,10 @@ def validate(cfg: ExperimentConfig) -> None:
                                   "dataset; set it at the top level")
         if "name" in (layer.get("dataset") or {}):
             raise ConfigError(f"by_dataset.{name}.dataset.name: the dataset is the key; remove it")
+        if not layer:
+            continue   # nothing layered (for_dataset returns cfg itself: no recursion)
         try:
-            validate(for_dataset(cfg, str(name)))
+            check_schema(for_dataset(cfg, str(name)))
         except ConfigError as exc:
             raise ConfigError(f"by_dataset.{name}: {exc}") from None
     if not cfg.experiment or any(c in cfg.experiment for c in "/\\") or cfg.experiment in (".", ".."):

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data.ratings import Split
-
 
 @dataclass
 class EvalResult:
@@ -36,7 +34,7 @@ class EvalResult:
 class Evaluator:
     """Scores a trained model on one split and one target set."""
 
-    def __init__(self, split: Split, targets: np.ndarray, k: int = 50, batch_users: int = 1024,
+    def __init__(self, split, targets: np.ndarray, k: int = 50, batch_users: int = 1024,
                  device: torch.device | str = "cpu") -> None:
         self.split = split
         self.k = k

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from utils.atomic import atomic_write, load_npz  # noqa: E402
-from utils.tables import ORIGIN, UNDEFENDED, attack_label  # noqa: E402
+from experiment.tables import ORIGIN, UNDEFENDED, attack_label  # noqa: E402
 
 DEFENSE_ORDER = ["none", "at", "rat", "tcd", "share", "pamacf", "vat"]
 DISPLAY = {"none": "Attack", "at": "AT", "rat": "RAT", "tcd": "TCD", "share": "SHARE",

@@ -1,5 +1,5 @@
 """One task in this process: the function every executor calls (in the driver, a local
-process pool or Ray; see ``utils/executors.py``). A task is an Origin model, the fake profiles
+process pool or Ray; see ``experiment/executors.py``). A task is an Origin model, the fake profiles
 of an attack setting, or a cell; its numbers depend only on the config and the seed, never on
 the executor, the worker count or which tasks ran before it in the process (torch runs
 ``threads`` threads). A non-finite loss or out of memory is a recorded failure of that task;
@@ -15,8 +15,8 @@ import torch
 
 from models.trainer import NonFiniteLossError
 from utils.config import ExperimentConfig, for_dataset
-from utils.planning import Task
-from utils.workspace import Workspace, run_cell
+from experiment.planning import Task
+from experiment.workspace import Workspace, run_cell
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Where a grid's tasks run: in this process, in a local process pool, or on a Ray cluster
-(experiments.md §4). Every executor calls the same :func:`utils.execution.execute` and hands the
-outcome back to the driver, which alone writes result files, so the files and numbers are the
+(experiments.md §4). Every executor calls the same :func:`experiment.execution.execute` and hands
+the outcome back to the driver, which alone writes result files, so the files and numbers are the
 same whichever executor ran the cells.
 
 - ``workers: 1`` (local): tasks run one after another in this process.
@@ -47,7 +47,7 @@ class InlineExecutor:
     """Runs each task in this process when the driver waits for it."""
 
     def __init__(self, cfg: ExperimentConfig, token: str) -> None:
-        from utils import execution
+        from experiment import execution
         self.cfg, self.token, self.queue = cfg, token, []
         execution.configure_process(bars=True, position=None)
 
@@ -58,7 +58,7 @@ class InlineExecutor:
         self.close()
 
     def close(self) -> None:
-        from utils import execution
+        from experiment import execution
         self.queue.clear()
         execution.release_workspace()  # the memo (models, splits) is not kept past the run
 
@@ -69,7 +69,7 @@ class InlineExecutor:
         self.queue.append(task)
 
     def wait(self) -> list:
-        from utils.execution import execute
+        from experiment.execution import execute
         task = self.queue.pop(0)
         return [(task, execute(self.cfg, task, self.token))]
 
@@ -129,7 +129,7 @@ def _worker_main(slot: int, conn, cfg: ExperimentConfig, token: str, lock, paren
     import torch
     from tqdm.auto import tqdm
 
-    from utils import execution
+    from experiment import execution
 
     torch.set_num_threads(cfg.threads)
     tqdm.set_lock(lock)
@@ -245,7 +245,7 @@ class ProcessPool:
 # ----------------------------------------------------------------------------- Ray
 
 def _ray_task(cfg: ExperimentConfig, task, token: str) -> dict:
-    from utils import execution
+    from experiment import execution
     execution.configure_process(bars=False)
     return execution.execute_guarded(cfg, task, token)
 

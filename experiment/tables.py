@@ -3,7 +3,7 @@ over seeds): Table 2 (attack target HR@K vs knowledge cost), Table 3 (target HR@
 and attack-success-reduction companions, Table 4 (test HR@K), the prediction shift, target HR
 vs attack size, the worst case over attacks per defense (threat-model.md §4) and the detection
 quality of the defenses that distrust rows or users. Rendering to Markdown and LaTeX is
-``utils/reporting.py``'s; these are plain :class:`Table` values.
+``experiment/reporting.py``'s; these are plain :class:`Table` values.
 """
 from __future__ import annotations
 

@@ -222,8 +222,9 @@ def source_fingerprint(*parts: str) -> str:
 # stage its data. The pipeline's bookkeeping (planning, execution, the results folder) and the
 # reports are left out, so an edit there keeps finished cells.
 COMMON_SOURCES = ("data", "models", "attacks/threat.py", "utils/metrics.py", "utils/seeding.py",
-                  "utils/workspace.py")
-# Package folders whose modules can change a cell's numbers (utils: only the three above).
+                  "experiment/workspace.py")
+# Package folders whose modules can change a cell's numbers (utils and experiment: only the
+# files above).
 _NUMERIC_PACKAGES = ("data", "models", "attacks", "defenses")
 
 
@@ -318,7 +319,7 @@ def cell_sources_digest(attack: str | None, defense: str | None, attack_options=
         if kind == "attack":
             options = (attack_options if name == attack and attack_options is not None
                        else cls.Options())
-            todo += cls.components(options)
+            todo += [(c.kind, c.name) for c in cls.components(options)]
     return source_fingerprint(*sorted(parts))
 
 

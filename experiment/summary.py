@@ -16,7 +16,7 @@ import pandas as pd
 
 from utils.statistics import (holm, mean_std_n, paired_p_value, paired_user_p_value,
                               robustness_improvement, stars, success_reduction)
-from utils.tables import BASE, COORDS, ORIGIN, SETTING, UNDEFENDED
+from experiment.tables import BASE, COORDS, ORIGIN, SETTING, UNDEFENDED
 from utils.uncertainty import BlockBootstrap, Interval, seed_t_interval
 
 ID_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_kind", "targets",

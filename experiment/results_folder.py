@@ -24,8 +24,9 @@ import os
 from pathlib import Path
 
 from utils.atomic import atomic_write_text
-from utils.config import ConfigError, ExperimentConfig, config_from_dict, to_dict
-from utils.planning import Cell, cell_coordinates
+from utils.config import ConfigError, ExperimentConfig, to_dict
+from experiment.validation import config_from_dict
+from experiment.planning import Cell, cell_coordinates
 from utils.seeding import content_key
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
-"""One experiment, end to end: plan the grid (``utils/planning.py``), skip the cells finished
-earlier, run the rest as a task graph on an executor (``utils/executors.py``, each task through
-``utils/execution.py``) and write the result files (``utils/reporting.py``).
+"""One experiment, end to end: plan the grid (``experiment/planning.py``), skip the cells finished
+earlier, run the rest as a task graph on an executor (``experiment/executors.py``, each task through
+``experiment/execution.py``) and write the result files (``experiment/reporting.py``).
 
 The driver writes each finished cell at once, atomically, under
 ``results/<experiment>/cells/<key>.json`` (+ ``<key>.npz`` with the per-user rank shifts);
@@ -23,13 +23,13 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data import load_dataset
-from utils import reporting, results_folder
+from experiment import reporting, results_folder
 from utils.atomic import atomic_write_text
 from utils.config import ConfigError, ExperimentConfig, as_list, dump_yaml, for_dataset
-from utils.executors import make_executor
-from utils.planning import Cell, Task, cell_key, params_text, plan_cells, plan_tasks
+from experiment.executors import make_executor
+from experiment.planning import Cell, Task, cell_key, params_text, plan_cells, plan_tasks
 from utils.seeding import content_key, derive_seed
-from utils.workspace import jsonable, list_target_indices, save_npz
+from experiment.workspace import jsonable, list_target_indices, save_npz
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ so generated poison can be compared with other packages' and the TCD authors' fi
 Command line (``key=value`` overrides as for ``main.py``; the first dataset, model, target kind,
 size and cost of the config are used, and every listed attack gets a column)::
 
-    python -m attacks.fingerprint dataset=ml-100k attack=[random,aush,pga,tna] [--repeat 0]
-    python -m attacks.fingerprint dataset=ml-100k targets.kind=list \\
+    python -m experiment.fingerprint dataset=ml-100k attack=[random,aush,pga,tna] [--repeat 0]
+    python -m experiment.fingerprint dataset=ml-100k targets.kind=list \\
         targets.id_space=index targets.items=[1485,1320,821,1562,1531] --file poison.npy
 
 Generated profiles come from (and go to) the pipeline's profile cache; with ``--file`` only the
@@ -108,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     from attacks.poison_file import load_poison
     from attacks.threat import AttackError
     from data import DatasetError
-    from utils.config import ConfigError, as_list, load_config
-    from utils.planning import Cell
-    from utils.workspace import Workspace
+    from utils.config import ConfigError, as_list
+    from experiment.validation import load_config
+    from experiment.planning import Cell
+    from experiment.workspace import Workspace
 
     try:
         cfg = load_config(args.config, args.overrides + ["progress=false"])

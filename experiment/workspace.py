@@ -28,16 +28,16 @@ from attacks.threat import (AttackError, ThreatContext, filler_size_of, knowledg
                             n_fake_users, select_targets)
 from data import load_dataset, split_ratings
 from data.split import held_out_interactions, split_fake_rows
-from data.ratings import Interactions, RatingData, Split
-from defenses import DEFENSES, TrainingData
+from data.ratings import Interactions, RatingData, Split, TrainingData
+from defenses import DEFENSES
 from models import build_model
 from models.trainer import resolve_device
 from utils.atomic import atomic_write, load_npz
 from utils.config import ExperimentConfig
 from utils.metrics import Evaluator, detection_metrics, prediction_shift, rank_shift
-from utils.planning import (FILE_ATTACK, ORIGIN, UNDEFENDED, Cell, attack_sources_digest,
-                            cell_sources_digest, component_options, model_config, non_default,
-                            params_text, poison_file_digest)
+from experiment.planning import (FILE_ATTACK, ORIGIN, UNDEFENDED, Cell, attack_sources_digest,
+                                 cell_sources_digest, component_options, model_config, non_default,
+                                 params_text, poison_file_digest)
 from utils.seeding import content_key, derive_seed, numpy_rng, torch_generator
 
 
@@ -242,7 +242,8 @@ class Workspace:
                             n_fake=n_fake, filler_size=filler, feedback=cfg.dataset.feedback,
                             model_cfg=mcfg, device=str(self.device), seed=seed,
                             progress=cfg.progress,
-                            extra={"raw_item_ids": self.data(cell.dataset).raw_item_ids})
+                            extra={"raw_item_ids": self.data(cell.dataset).raw_item_ids},
+                            attacks=ATTACKS, defenses=DEFENSES)
         start = time.perf_counter()
         seed_globals(derive_seed(seed, "globals"))
         fake = ATTACKS[cell.attack](options).generate(ctx)
