@@ -221,7 +221,7 @@ def source_fingerprint(*parts: str) -> str:
 # seed from the cell's coordinates (e.g. a knowledge-cost sweep's shared draws) and hands each
 # stage its data. The pipeline's bookkeeping (planning, execution, the results folder) and the
 # reports are left out, so an edit there keeps finished cells.
-COMMON_SOURCES = ("data", "models", "attacks/threat.py", "utils/metrics.py", "utils/seeding.py",
+COMMON_SOURCES = ("data", "models", "attacks/threat.py", "utils/metrics", "utils/seeding.py",
                   "experiment/workspace.py")
 # Package folders whose modules can change a cell's numbers (utils and experiment: only the
 # files above).

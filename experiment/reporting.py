@@ -37,6 +37,7 @@ import pandas as pd
 
 from utils.atomic import atomic_write_text
 from utils.config import ExperimentConfig, dump_yaml
+from utils.metrics import METRICS
 from utils.statistics import robustness_improvement, success_reduction
 from experiment.summary import ID_COLUMNS, IntervalOptions, summarize, variant_name
 from experiment.tables import (BASE, COORDS, ORIGIN, SETTING, UNDEFENDED, Table, Value,
@@ -47,9 +48,10 @@ log = logging.getLogger(__name__)
 TEXT_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_kind", "targets",
                 "attack", "attack_params", "defense", "defense_params", "defense_info", "error"]
 FAILED_COLUMNS = COORDS + ["repeat", "cell", "error"]
-METRIC_ORDER = ["hr@", "ndcg@", "test_mse", "test_rmse", "target_hr@", "target_hr_all@",
-                "avg_target_rank", "target_score", "prediction_shift", "ri",
-                "success_reduction", "detect_", "best_epoch", "defense_info"]
+# The registered metrics in registry order (a column of an @K metric starts with "name@"),
+# then the columns the runner adds.
+METRIC_ORDER = [f"{m.name}@" if m.at_k else m.name for m in METRICS.values()] + [
+    "prediction_shift", "ri", "success_reduction", "detect_", "best_epoch", "defense_info"]
 FLOAT_FORMAT = "%.8g"
 
 

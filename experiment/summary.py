@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiment.tables import BASE, COORDS, ORIGIN, SETTING, UNDEFENDED
+from utils.atomic import load_npz
+from utils.metrics import METRICS, TARGET_PAIRS, Metric, interval_metrics
+from utils.seeding import derive_seed
 from utils.statistics import (holm, mean_std_n, paired_p_value, paired_user_p_value,
                               robustness_improvement, stars, success_reduction)
-from experiment.tables import BASE, COORDS, ORIGIN, SETTING, UNDEFENDED
 from utils.uncertainty import BlockBootstrap, Interval, seed_t_interval
 
 ID_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_kind", "targets",
@@ -73,9 +76,9 @@ def summarize(runs: pd.DataFrame, k: int, failed: pd.DataFrame | None = None,
     _add_failures(summary, failed)
     _add_intervals(summary, runs, groups, k, options)
     _add_relative_of_means(summary, k)
-    for metric, lower_is_better in ((f"target_hr@{k}", True), (f"hr@{k}", False)):
-        if metric in runs:
-            _add_significance(summary, groups, metric, lower_is_better)
+    for metric in tested_metrics():
+        if metric.column(k) in runs:
+            _add_significance(summary, groups, metric.column(k), not metric.higher_is_better)
     return summary
 
 
@@ -170,25 +173,35 @@ def variant_name(defense: str, params: str) -> str:
 
 # ----------------------------------------------------------------------------- intervals
 
-INTERVAL_METRICS = (("hr", "hr@{k}"), ("target_hr", "target_hr@{k}"),
-                    ("target_hr_all", "target_hr_all@{k}"))
-TESTED_METRICS = (("target_hr", "target_hr@{k}"), ("hr", "hr@{k}"))
+ATTACK_METRIC = METRICS["target_hr"]   # the attack's gain and each defense's change are in it
+
+
+def tested_metrics() -> list[Metric]:
+    """The metrics compared with the baselines and with the undefended model, the attack's
+    metric first."""
+    tested = [m for m in METRICS.values() if m.tested]
+    return sorted(tested, key=lambda m: m is not ATTACK_METRIC)
 
 
 def _load_outcomes(cells_dir: Path | None, cell: str) -> dict | None:
-    from utils.atomic import load_npz
-
+    """The per-user outcomes stored with a cell (those its metrics' intervals resample)."""
     if cells_dir is None or not isinstance(cell, str) or not cell:
         return None
     arrays = load_npz(Path(cells_dir) / f"{cell}.npz")
-    if arrays is None or "target_hit" not in arrays or "test_hit" not in arrays:
+    if arrays is None:
         return None
-    return {"test_hit": arrays["test_hit"], "target_hit": arrays["target_hit"]}
+    found = {m.outcome: arrays[m.outcome] for m in interval_metrics() if m.outcome in arrays}
+    return found or None
+
+
+def _units(found: dict) -> tuple[int, int]:
+    """(users, targets) of one seed's stored outcomes: the units the block resamples."""
+    pairs = [found[m.outcome] for m in interval_metrics()
+             if m.interval == TARGET_PAIRS and m.outcome in found]
+    return len(next(iter(found.values()))), (pairs[0].shape[1] if pairs else 1)
 
 
 def _block_seed(seed: int, block: tuple, seeds: tuple) -> np.random.Generator:
-    from utils.seeding import derive_seed
-
     return np.random.default_rng(derive_seed(seed, "bootstrap", *map(str, block), *seeds))
 
 
@@ -213,7 +226,7 @@ class _Intervals:
                                              _block_seed(self.options.seed, block, seeds))
         return self._boot[key]
 
-    def compare(self, cells: list[tuple], weights: list[float], metric: str,
+    def compare(self, cells: list[tuple], weights: list[float], metric: Metric,
                 groups: dict, column: str) -> tuple[Interval, str]:
         """Interval of Σ weights · metric over ``cells`` (same block), over the seeds all of
         them ran: the block bootstrap where every such seed has per-user outcomes, else a t
@@ -226,16 +239,16 @@ class _Intervals:
         if not seeds:
             return Interval(math.nan, math.nan, math.nan), ""
         stored = [self.outcomes.get(c, {}) for c in cells]
-        if all(s in found for found in stored for s in seeds):
+        if all(s in found and metric.outcome in found[s] for found in stored for s in seeds):
             arms = [[found[s] for found in stored] for s in seeds]
-            shapes = [arms[n][0]["target_hit"].shape for n in range(len(seeds))]
+            shapes = [_units(arms[n][0]) for n in range(len(seeds))]
             boot = self._bootstrap(cells[0][:len(BASE)], tuple(seeds), shapes)
             return boot.interval(arms, weights, metric, level), "bootstrap"
         per_seed = sum(w * f.set_index("repeat")[column].astype(float).loc[seeds].to_numpy()
                        for f, w in zip(frames, weights))
         return seed_t_interval(per_seed, level), "seeds"
 
-    def p_value(self, cell: tuple, base: tuple, metric: str, groups: dict, column: str
+    def p_value(self, cell: tuple, base: tuple, metric: Metric, groups: dict, column: str
                 ) -> tuple[float, str]:
         """Two-sided p-value of cell vs base in ``metric``: paired t-test over their common
         seeds when there are two or more, else the per-user test of the one seed."""
@@ -248,7 +261,7 @@ class _Intervals:
         if len(common) == 1:
             seed = int(common[0])
             mine, theirs = self.outcomes.get(cell, {}), self.outcomes.get(base, {})
-            if seed in mine and seed in theirs:
+            if metric.outcome in mine.get(seed, {}) and metric.outcome in theirs.get(seed, {}):
                 return paired_user_p_value(mine[seed], theirs[seed], metric), "users"
         return math.nan, ""
 
@@ -260,7 +273,7 @@ def _add_intervals(summary: pd.DataFrame, runs: pd.DataFrame, groups: dict, k: i
     ``attack_effective``; per defended cell ``change_target_hr@K`` (defense − undefended, with
     interval) and the test against the undefended model, Holm-corrected per block."""
     ix = _Intervals(runs, options)
-    thr = f"target_hr@{k}"
+    thr = ATTACK_METRIC.column(k)
     records = summary.to_dict("records")
     keys = [tuple(r[c] for c in COORDS) for r in records]
     columns: dict[str, list] = {}
@@ -272,8 +285,8 @@ def _add_intervals(summary: pd.DataFrame, runs: pd.DataFrame, groups: dict, k: i
     for n, key in enumerate(keys):
         if key not in groups:
             continue
-        for metric, name in INTERVAL_METRICS:
-            name = name.format(k=k)
+        for metric in interval_metrics():
+            name = metric.column(k)
             if name not in runs:
                 continue
             interval, method = ix.compare([key], [1.0], metric, groups, name)
@@ -291,7 +304,7 @@ def _add_intervals(summary: pd.DataFrame, runs: pd.DataFrame, groups: dict, k: i
             continue
         undefended = setting + (UNDEFENDED, "")
         origin = key[:len(BASE)] + (ORIGIN, 0.0, 0.0, "", UNDEFENDED, "")
-        interval, _ = ix.compare([undefended, origin], [1.0, -1.0], "target_hr", groups, thr)
+        interval, _ = ix.compare([undefended, origin], [1.0, -1.0], ATTACK_METRIC, groups, thr)
         effective = (None if math.isnan(interval.low) else
                      bool(interval.low > 0 and interval.estimate >= options.min_gain))
         gains[setting] = (interval, effective)
@@ -310,12 +323,12 @@ def _add_intervals(summary: pd.DataFrame, runs: pd.DataFrame, groups: dict, k: i
         if key[-2] == UNDEFENDED or key not in groups:
             continue
         base = key[:len(SETTING)] + (UNDEFENDED, "")
-        interval, _ = ix.compare([key, base], [1.0, -1.0], "target_hr", groups, thr)
+        interval, _ = ix.compare([key, base], [1.0, -1.0], ATTACK_METRIC, groups, thr)
         put(f"change_{thr}", n, interval.estimate)
         put(f"change_{thr}_low", n, interval.low)
         put(f"change_{thr}_high", n, interval.high)
-        for metric, name in TESTED_METRICS:
-            name = name.format(k=k)
+        for metric in tested_metrics():
+            name = metric.column(k)
             if name in runs:
                 p, test = ix.p_value(key, base, metric, groups, name)
                 put(f"p_vs_undefended_{name}", n, p)

@@ -1,7 +1,7 @@
 """The paper-layout tables of an experiment, built from ``summary.csv``'s rows (one per cell
 over seeds): Table 2 (attack target HR@K vs knowledge cost), Table 3 (target HR@K) with its RI
-and attack-success-reduction companions, Table 4 (test HR@K), the prediction shift, target HR
-vs attack size, the worst case over attacks per defense (threat-model.md §4) and the detection
+and attack-success-reduction companions, one table per registered metric that names one
+(Table 4: test HR@K), the prediction shift, target HR vs attack size, the worst case over attacks per defense (threat-model.md §4) and the detection
 quality of the defenses that distrust rows or users. Rendering to Markdown and LaTeX is
 ``experiment/reporting.py``'s; these are plain :class:`Table` values.
 """
@@ -13,6 +13,8 @@ from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
+
+from utils.metrics import METRICS
 
 ORIGIN = "none"       # attack of the clean data
 FILE_ATTACK = "file"  # a poison file (labelled by its stem)
@@ -369,7 +371,10 @@ def build_tables(summary: pd.DataFrame, k: int, alpha: float = 0.05) -> list[Tab
     if summary.empty:
         return []
     ix = _Index(summary, k, alpha)
-    hr, thr = f"hr@{k}", f"target_hr@{k}"
+    thr = f"target_hr@{k}"
+    # Each registered metric that names a table gets one (utils/metrics/: Metric.table).
+    metric_tables = [defense_table(ix, m.column(k), m.table.format(label=m.title(k), k=k),
+                                   with_clean=True) for m in METRICS.values() if m.table]
     tables = [
         sweep_table(ix, thr, "knowledge_cost",
                     f"Table 2 · Attack target HR@{k} vs knowledge cost (no defense)",
@@ -380,7 +385,7 @@ def build_tables(summary: pd.DataFrame, k: int, alpha: float = 0.05) -> list[Tab
         relative_table(ix, "success_reduction_of_means",
                        f"Table 3 · Attack-success reduction of the mean target HR@{k}",
                        percent=True),
-        defense_table(ix, hr, f"Table 4 · Test HR@{k}", with_clean=True),
+        *metric_tables,
         defense_table(ix, "prediction_shift", "Prediction shift of the targets", False),
         sweep_table(ix, thr, "attack_size", f"Target HR@{k} vs attack size (no defense)",
                     lambda s: f"{100 * s:g}%"),

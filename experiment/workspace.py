@@ -34,7 +34,8 @@ from models import build_model
 from models.trainer import resolve_device
 from utils.atomic import atomic_write, load_npz
 from utils.config import ExperimentConfig
-from utils.metrics import Evaluator, detection_metrics, prediction_shift, rank_shift
+from utils.metrics import (Evaluator, combine_outcomes, detection_metrics, prediction_shift,
+                           rank_shift)
 from experiment.planning import (FILE_ATTACK, ORIGIN, UNDEFENDED, Cell, attack_sources_digest,
                                  cell_sources_digest, component_options, model_config, non_default,
                                  params_text, poison_file_digest)
@@ -314,7 +315,8 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
              ) -> tuple[dict, dict[str, np.ndarray]]:
     """Compute one cell: its result row and its arrays: the per-user rank shifts of the
     targets (rank before − rank after the attack, over eligible (user, target) pairs; attacked
-    cells) and the per-user outcomes ``test_hit`` and ``target_hit`` (every cell)."""
+    cells) and the per-user outcomes of the metrics with an interval (``test_hit``,
+    ``target_hit``, …; every cell)."""
     stage = stage or (lambda name: None)
     cfg = ws.cfg
     split = ws.split(cell.dataset, cell.repeat)
@@ -380,10 +382,8 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         timings["seconds_eval"] += time.perf_counter() - start
     row.update({name: float(np.mean([res.metrics[name] for res in results]))
                 for name in result.metrics})
-    # Per-user outcomes (mean over retrainings) for the intervals of utils/uncertainty.py.
-    outcomes = [res.outcomes(cfg.evaluation.k) for res in results]
-    for name in outcomes[0]:
-        arrays[name] = np.mean([o[name] for o in outcomes], axis=0).astype(np.float32)
+    # Per-user outcomes (combined over retrainings) for the intervals of utils/uncertainty.py.
+    arrays.update(combine_outcomes(results))
     detections = [d for d in detections if d]
     if detections:
         row.update({name: float(np.mean([d[name] for d in detections]))

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from data.ratings import Interactions, RatingScale, Split
-from utils.metrics import Evaluator, prediction_shift, rank_shift
+from utils.metrics import (LIST, METRICS, NONE, TARGET_PAIRS, USER_MEAN, Evaluator, Metric,
+                           interval_metrics, prediction_shift, rank_shift)
+from utils.metrics.base import INPUTS, ITEM_POPULARITY, TOP_ITEMS
 
 
 class FixedScores(torch.nn.Module):
@@ -125,9 +127,59 @@ def test_stored_outcomes_reproduce_the_metrics(case):
 
     split, model = case
     res = Evaluator(split, np.array([4, 5]), k=2).evaluate(model)
-    outcomes = res.outcomes(2)
+    outcomes = res.outcomes()
     assert outcomes["target_hit"].shape == (split.n_users, 2)
     assert np.isnan(outcomes["target_hit"][~res.eligible]).all()
     for metric, name in (("hr", "hr@2"), ("target_hr", "target_hr@2"),
                          ("target_hr_all", "target_hr_all@2")):
         assert metric_value(outcomes, metric) == pytest.approx(res.metrics[name])
+    assert sorted(outcomes) == sorted({m.outcome for m in interval_metrics()})
+
+
+# ----------------------------------------------------------------------------- the registry
+
+def test_every_metric_declares_what_reporting_reads():
+    kinds = {USER_MEAN, TARGET_PAIRS, LIST, NONE}
+    for name, metric in METRICS.items():
+        assert metric.name == name and metric.label and metric.interval in kinds
+        assert set(metric.needs) <= set(INPUTS), name
+        if metric.table:
+            assert "{label}" in metric.table or "{k}" in metric.table
+    assert METRICS["hr"].higher_is_better and not METRICS["target_hr"].higher_is_better
+    assert METRICS["hr"].column(20) == "hr@20" and METRICS["test_mse"].column(20) == "test_mse"
+
+
+class DistinctTopItems(Metric):
+    """A list-level test metric: the number of distinct items in the real users' top-K lists,
+    weighted by item popularity (exercises the optional evaluator inputs)."""
+
+    name = "distinct_top_items"
+    label = "distinct items@{k}"
+    needs = (TOP_ITEMS, ITEM_POPULARITY)
+    interval = LIST
+
+    def compute(self, ev):
+        shown = np.unique(ev.top_items[ev.top_items >= 0])
+        return float(len(shown)) + 1000.0 * float(ev.item_popularity[shown].sum())
+
+    def outcome_values(self, ev):
+        return ev.top_items.astype(np.float32)
+
+
+def test_the_evaluator_hands_top_k_lists_and_popularity_to_metrics_that_need_them(case):
+    split, model = case
+    res = Evaluator(split, np.array([4, 5]), k=2, batch_users=2,
+                    metrics=[DistinctTopItems()]).evaluate(model)
+    # Unmasked scores: u0 items 2..5 → 4 (7.0), 3 (6.0); u1 (4 masked) → 3, 2;
+    # u2 (0 masked) → 1 (4.0), 2 (3.0). Items 1..4 are shown; their popularity among the
+    # real users' training rows ((0,0), (1,4), (2,0); validation (0,1) does not count): 1.
+    assert res.metrics == {"distinct_top_items@2": 4.0 + 1000.0 * 1}
+    assert res.outcomes()["distinct_top_items"].tolist() == [[4, 3], [3, 2], [1, 2]]
+    popular = Evaluator(split, np.array([4]), k=6, metrics=[DistinctTopItems()]).evaluate(model)
+    # K above a user's unmasked items: the list ends in -1; items 0 and 4 are now shown too.
+    lists = popular.outcomes()["distinct_top_items"]
+    assert lists[0].tolist() == [4, 3, 2, 5, -1, -1]
+    assert popular.metrics["distinct_top_items@6"] == 6.0 + 1000.0 * 3
+    with pytest.raises(ValueError, match="metric input 'clicks' is unknown"):
+        Evaluator(split, np.array([4]), metrics=[type("Bad", (Metric,), {"needs": ("clicks",)})()])
+

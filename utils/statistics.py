@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from utils.metrics import METRICS
+
 RI_MIN_GAIN = 1e-4
 
 
@@ -58,24 +60,19 @@ def mean_std_n(values: pd.Series) -> tuple[float, float, int]:
     return (float(values.mean()) if n else float("nan")), std, n
 
 
-def user_contributions(outcomes_a: dict, outcomes_b: dict, metric: str) -> np.ndarray:
+def user_contributions(outcomes_a: dict, outcomes_b: dict, metric) -> np.ndarray:
     """Per real user, their share of the difference metric(a) − metric(b) between two cells of
-    one seed (same users, test items, targets): HR sums (hit_a − hit_b) / n over users with a
-    test item; target HR sums (hit_a − hit_b) / (T · n_t) over each target's n_t eligible users,
-    so the contributions add up to the difference exactly. Users who count for nothing (no
-    test item / no eligible target) are left out."""
-    if metric == "hr":
-        a, b = (np.asarray(o["test_hit"], float) for o in (outcomes_a, outcomes_b))
-        has = ~np.isnan(a) & ~np.isnan(b)
-        return (a[has] - b[has]) / max(int(has.sum()), 1)
-    if metric != "target_hr":
-        raise ValueError(f"no per-user test for metric {metric!r}")
-    a, b = (np.asarray(o["target_hit"], float) for o in (outcomes_a, outcomes_b))
-    elig = ~np.isnan(a) & ~np.isnan(b)
-    n_t = elig.sum(0)
-    share = np.where(elig, np.nan_to_num(a) - np.nan_to_num(b), 0.0) / (
-        a.shape[1] * np.maximum(n_t, 1))
-    return share.sum(1)[elig.any(1)]
+    one seed (same users, test items, targets), from their stored outcomes: the metric's own
+    split of the difference (``Metric.user_contributions``: HR sums (hit_a − hit_b) / n over
+    users with a test item; target HR sums (hit_a − hit_b) / (T · n_t) over each target's n_t
+    eligible users), so the contributions add up to the difference exactly. Users who count for
+    nothing (no test item / no eligible target) are left out. ``metric``: a registered name or
+    a metric."""
+    metric = METRICS[metric] if isinstance(metric, str) else metric
+    try:
+        return metric.user_contributions(outcomes_a[metric.outcome], outcomes_b[metric.outcome])
+    except NotImplementedError:
+        raise ValueError(f"no per-user test for metric {metric.name!r}") from None
 
 
 def paired_user_p_value(outcomes_a: dict, outcomes_b: dict, metric: str) -> float:

@@ -1,5 +1,5 @@
-"""Confidence intervals of a cell's HR@K and target HR@K that account for both sources of
-variation: the seeds (each draws its own split, targets, fake profiles and initialization) and,
+"""Confidence intervals of a cell's metrics (those with an interval kind, ``utils/metrics/``:
+HR@K, target HR@K, …) that account for both sources of variation: the seeds (each draws its own split, targets, fake profiles and initialization) and,
 within a seed, the users and the targets the proportion is measured on.
 
 The interval is a two-stage (hierarchical) percentile bootstrap. One replicate draws the seeds
@@ -24,36 +24,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from utils.metrics import METRICS, NONE, TARGET_PAIRS, Metric, Resample
 
-def metric_value(outcomes: dict, metric: str, user_w: np.ndarray | None = None,
-                 target_w: np.ndarray | None = None, counted_w: np.ndarray | None = None
-                 ) -> np.ndarray | float:
-    """``metric`` ("hr", "target_hr" or "target_hr_all") of one seed's outcomes, as in
-    ``utils/metrics.py``: HR is the hit share of users with a test item; target HR the mean
-    over targets of each target's hit share among its eligible users; target HR (all) the hit
-    share of all (user, target) pairs. With weights (n, U) and (n, T), the n weighted values;
-    ``counted_w`` may pass the weighted counts of the users who count (shared by every cell
-    of a seed, so the bootstrap computes them once)."""
-    hit = np.asarray(outcomes["test_hit" if metric == "hr" else "target_hit"], dtype=np.float64)
-    single = user_w is None
-    if single:
-        hit2 = hit.reshape(len(hit), -1)
-        user_w, target_w = np.ones((1, hit2.shape[0])), np.ones((1, hit2.shape[1]))
-    if counted_w is None:
-        counted_w = user_w @ (~np.isnan(hit)).astype(user_w.dtype)
-    num = user_w @ np.nan_to_num(hit)
-    if metric == "hr":
-        value = np.where(counted_w > 0, num / np.maximum(counted_w, 1e-30), np.nan)
-    else:
-        if metric == "target_hr":
-            rate = np.where(counted_w > 0, num / np.maximum(counted_w, 1e-30), 0.0)
-        elif metric == "target_hr_all":
-            rate = num / user_w.sum(1, keepdims=True)
-        else:
-            raise ValueError(f"no interval for metric {metric!r}")
-        value = (rate * target_w).sum(1) / target_w.sum(1)
-    value = np.asarray(value, dtype=np.float64).reshape(-1)
-    return float(value[0]) if single else value
+
+def metric_value(outcomes: dict, metric: str | Metric, user_w: np.ndarray | None = None,
+                 target_w: np.ndarray | None = None) -> np.ndarray | float:
+    """``metric`` (a registered name or a :class:`Metric` with an interval) of one seed's
+    stored outcomes, as the evaluator computes it (``utils/metrics/``). With user and target
+    weights (n, U) and (n, T), the n weighted values."""
+    metric = resolve(metric)
+    values = np.asarray(outcomes[metric.outcome])
+    if user_w is None:
+        n_targets = values.shape[1] if metric.interval == TARGET_PAIRS else 1
+        return float(metric.resampled(values, Resample.identity(len(values), n_targets))[0])
+    return metric.resampled(values, Resample(user_w, target_w))
+
+
+def resolve(metric: str | Metric) -> Metric:
+    """The registered metric of that name (or the metric itself); it must have an interval."""
+    found = METRICS.get(metric) if isinstance(metric, str) else metric
+    if found is None or found.interval == NONE:
+        raise ValueError(f"no interval for metric {metric!r}")
+    return found
 
 
 @dataclass
@@ -82,36 +74,27 @@ class BlockBootstrap:
             self.slots.append(slots)
             self.user_w.append(_resample_counts(rng, len(slots), n_users))
             self.target_w.append(_resample_counts(rng, len(slots), max(n_targets, 1)))
-        self._den: dict = {}
+        # Per seed: its weights, with the weighted counts of the users who count cached (every
+        # cell of a seed shares them).
+        self.weights = [Resample(u, t) for u, t in zip(self.user_w, self.target_w)]
 
-    def replicates(self, arms: list[list[dict]], weights: list[float], metric: str
+    def replicates(self, arms: list[list[dict]], weights: list[float], metric: str | Metric
                    ) -> np.ndarray:
         """Bootstrap replicates of Σ_a weights[a] · metric(arm a), averaged over the seeds:
         ``arms[s]`` holds seed s's outcomes of each arm (cells aligned on users and
         targets). One arm with weight 1 is the cell's own metric; two arms with 1, −1 their
         paired difference."""
+        metric = resolve(metric)
         n_seeds = len(self.shapes)
         flat = np.zeros(self.n_boot * n_seeds)
         for s in range(n_seeds):
             values = np.zeros(len(self.slots[s]))
             for arm, weight in zip(arms[s], weights):
-                values += weight * self._weighted(s, arm, metric)
+                values += weight * metric.resampled(arm[metric.outcome], self.weights[s])
             flat[self.slots[s]] = values
         return flat.reshape(self.n_boot, n_seeds).mean(1)
 
-    def _weighted(self, s: int, outcomes: dict, metric: str) -> np.ndarray:
-        """``metric_value`` under seed s's resampling weights, with the weighted counts of
-        the users who count cached per mask (every cell of a seed shares them)."""
-        hit = outcomes["test_hit" if metric == "hr" else "target_hit"]
-        counted = ~np.isnan(np.asarray(hit, dtype=np.float32))
-        key = (s, metric == "hr", counted.tobytes())
-        if key not in self._den:
-            if len(self._den) > 64:
-                self._den.clear()
-            self._den[key] = self.user_w[s] @ counted.astype(np.float32)
-        return metric_value(outcomes, metric, self.user_w[s], self.target_w[s], self._den[key])
-
-    def interval(self, arms: list[list[dict]], weights: list[float], metric: str,
+    def interval(self, arms: list[list[dict]], weights: list[float], metric: str | Metric,
                  level: float) -> Interval:
         estimate = float(np.mean([sum(w * metric_value(arm, metric)
                                       for arm, w in zip(seed_arms, weights))

@@ -1,0 +1,198 @@
+"""Metrics by name, and the evaluation by batched full ranking that feeds them (protocol.md §4).
+
+A metric is a small class (``utils/metrics/base.py``: its name, what it needs, its direction,
+its interval kind, its table label) in the registry :data:`METRICS` below; the runs.csv
+columns, the summary's intervals and tests and the tables read that metadata. A new metric is
+one module plus one line in the registry (README "Extending").
+
+Evaluation is over real users only. Every item is scored for every real user; the user's
+training and validation items are set to −inf (never multiplied), so they can neither be
+recommended nor displace anything. Ranks are pessimistic: an item's 0-based rank is the number
+of *other* unmasked items scoring at least as high, so a model that scores everything equally
+hits nothing. Fake users (ids ≥ n_real_users) are never scored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .base import (INPUTS, ITEM_POPULARITY, LIST, NONE, TARGET_PAIRS, TOP_ITEMS, USER_MEAN,
+                   Evaluation, Metric, Resample, TargetPairMetric, UserMeanMetric)
+from .detection import detection_metrics
+from .hit_ratio import HitRatio
+from .ndcg import NDCG
+from .rating_error import TestMSE, TestRMSE
+from .target_hit_ratio import TargetHitRatio, TargetHitRatioAll
+from .target_position import AvgTargetRank, TargetScore
+
+
+def _registry(*metrics: Metric) -> dict[str, Metric]:
+    return {m.name: m for m in metrics}
+
+
+# Name → metric, in the order of the runs.csv columns and the tables.
+METRICS: dict[str, Metric] = _registry(
+    HitRatio(),
+    NDCG(),
+    TestMSE(),
+    TestRMSE(),
+    TargetHitRatio(),
+    TargetHitRatioAll(),
+    AvgTargetRank(),
+    TargetScore(),
+)
+
+
+def interval_metrics() -> list[Metric]:
+    """The registered metrics that have an interval (and a stored per-user outcome)."""
+    return [m for m in METRICS.values() if m.interval != NONE]
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # runs.csv column → value
+    target_scores: np.ndarray  # (n_real_users, n_targets) raw predicted scores
+    target_ranks: np.ndarray   # (n_real_users, n_targets) 0-based ranks (masked: -1)
+    eligible: np.ndarray       # (n_real_users, n_targets) bool
+    # The per-user outcomes of the metrics with an interval, by outcome key (``test_hit``
+    # (U,): 1 hit, 0 miss, NaN no test item; ``target_hit`` (U, T), NaN where not eligible;
+    # …): what the uncertainty intervals resample (``utils/uncertainty.py``).
+    stored: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def test_hit(self) -> np.ndarray | None:
+        return self.stored.get("test_hit")
+
+    def outcomes(self) -> dict[str, np.ndarray]:
+        return dict(self.stored)
+
+
+def combine_outcomes(results: list[EvalResult]) -> dict[str, np.ndarray]:
+    """One set of per-user outcomes from a cell's retrainings, each combined as its metric
+    says (the mean by default)."""
+    combine = {m.outcome: m.combine_retrains for m in METRICS.values() if m.interval != NONE}
+    first = results[0].stored
+    return {key: combine.get(key, Metric.combine_retrains)([r.stored[key] for r in results])
+            for key in first}
+
+
+class Evaluator:
+    """Scores a trained model on one split and one target set and computes ``metrics`` (the
+    registered ones by default). ``split`` is a ``data.ratings.Split`` (read by attribute:
+    ``observed()``, ``train``, ``test_items``, ``test_ratings``, ``scale``, sizes)."""
+
+    def __init__(self, split, targets: np.ndarray, k: int = 50, batch_users: int = 1024,
+                 device: torch.device | str = "cpu", metrics: list[Metric] | None = None
+                 ) -> None:
+        self.split = split
+        self.k = k
+        self.batch_users = batch_users
+        self.device = torch.device(device)
+        self.metrics = list(METRICS.values()) if metrics is None else list(metrics)
+        needs = {need for m in self.metrics for need in m.needs}
+        unknown = sorted(needs - set(INPUTS))
+        if unknown:
+            raise ValueError(f"metric input {unknown[0]!r} is unknown; metrics may need "
+                             f"{', '.join(INPUTS)}")
+        self.needs = needs
+        self.n_users, self.n_items = split.n_users, split.n_items
+        self.targets = np.asarray(targets, dtype=np.int64)
+        seen = split.observed()
+        order = np.lexsort((seen.items, seen.users))
+        self.mask_users = torch.as_tensor(seen.users[order], device=self.device)
+        self.mask_items = torch.as_tensor(seen.items[order], device=self.device)
+        self.mask_ptr = np.concatenate([[0], np.cumsum(np.bincount(seen.users,
+                                                                   minlength=self.n_users))])
+        # Eligible (user, target) pairs: the real user has not rated the target at all.
+        rated = np.zeros((self.n_users, len(self.targets)), dtype=bool)
+        col = {int(t): j for j, t in enumerate(self.targets)}
+        hit = np.isin(seen.items, self.targets)
+        if hit.any():
+            cols = np.array([col[int(t)] for t in seen.items[hit]])
+            rated[seen.users[hit], cols] = True
+        test = split.test_items
+        has_test = np.isin(test, self.targets) & (test >= 0)
+        if has_test.any():
+            rated[np.flatnonzero(has_test), [col[int(t)] for t in test[has_test]]] = True
+        self.eligible = ~rated
+        # The real users' training ratings per item (the split holds real users only).
+        self.item_popularity = (np.bincount(split.train.items, minlength=self.n_items)
+                                if ITEM_POPULARITY in needs else None)
+
+    @torch.no_grad()
+    def evaluate(self, model) -> EvalResult:
+        model.eval()
+        n_t = len(self.targets)
+        top_k = TOP_ITEMS in self.needs
+        targets = torch.as_tensor(self.targets, device=self.device)
+        test_items = torch.as_tensor(self.split.test_items, device=self.device)
+        test_rank = torch.full((self.n_users,), -1, dtype=torch.long)
+        test_pred = torch.zeros(self.n_users)
+        t_scores = torch.zeros(self.n_users, n_t)
+        t_ranks = torch.full((self.n_users, n_t), -1, dtype=torch.long)
+        top_items = torch.full((self.n_users, min(self.k, self.n_items)), -1, dtype=torch.long)
+        for start in range(0, self.n_users, self.batch_users):
+            stop = min(start + self.batch_users, self.n_users)
+            users = torch.arange(start, stop, device=self.device)
+            scores = model.score_all(users).float()
+            lo, hi = self.mask_ptr[start], self.mask_ptr[stop]
+            flat = (self.mask_users[lo:hi] - start) * self.n_items + self.mask_items[lo:hi]
+            raw_targets = scores[:, targets].clone()
+            t_scores[start:stop] = raw_targets.cpu()
+            scores.view(-1)[flat] = float("-inf")
+            # Test item: pessimistic 0-based rank among unmasked items.
+            ti = test_items[start:stop]
+            has = ti >= 0
+            s_test = scores.gather(1, ti.clamp(min=0).unsqueeze(1))
+            test_pred[start:stop] = s_test.squeeze(1).cpu()
+            rank = (scores >= s_test).sum(1) - 1
+            test_rank[start:stop] = torch.where(has, rank, torch.full_like(rank, -1)).cpu()
+            # Targets: rank of each target among the user's unmasked items.
+            s_t = scores[:, targets]
+            ranks = (scores.unsqueeze(1) >= s_t.unsqueeze(2)).sum(2) - 1
+            ranks[torch.isinf(s_t)] = -1
+            t_ranks[start:stop] = ranks.cpu()
+            if top_k:
+                # Each user's top K unmasked items, best first (ties: the lower item id);
+                # -1 past the user's unmasked items.
+                best = torch.sort(scores, dim=1, descending=True, stable=True)
+                cut = top_items.shape[1]
+                ids = best.indices[:, :cut]
+                ids[torch.isinf(best.values[:, :cut])] = -1
+                top_items[start:stop] = ids.cpu()
+        split = self.split
+        ev = Evaluation(k=self.k, max_rating=split.scale.max_rating,
+                        test_items=split.test_items, test_ratings=split.test_ratings,
+                        test_ranks=test_rank.numpy(), test_predictions=test_pred.numpy(),
+                        target_ranks=t_ranks.numpy(), target_scores=t_scores.numpy(),
+                        eligible=self.eligible, top_items=top_items.numpy() if top_k else None,
+                        item_popularity=self.item_popularity)
+        values = {m.column(self.k): m.compute(ev) for m in self.metrics}
+        stored = {}
+        for m in self.metrics:
+            if m.interval != NONE and m.outcome not in stored:
+                stored[m.outcome] = m.outcome_values(ev)
+        return EvalResult(values, ev.target_scores, ev.target_ranks, ev.eligible, stored)
+
+
+def prediction_shift(attacked: EvalResult, clean: EvalResult, max_rating: float) -> float:
+    """Mean change of the targets' predicted rating over eligible users, attacked − clean,
+    on the original rating scale."""
+    elig = attacked.eligible & clean.eligible
+    if not elig.any():
+        return float("nan")
+    return float((attacked.target_scores[elig] - clean.target_scores[elig]).mean() * max_rating)
+
+
+def rank_shift(attacked: EvalResult, clean: EvalResult) -> np.ndarray:
+    """Per eligible (user, target) pair: rank before − rank after (positive = pushed up)."""
+    elig = attacked.eligible & clean.eligible
+    return (clean.target_ranks[elig] - attacked.target_ranks[elig]).astype(np.int64)
+
+
+__all__ = ["METRICS", "EvalResult", "Evaluation", "Evaluator", "Metric", "Resample",
+           "TargetPairMetric", "UserMeanMetric", "USER_MEAN", "TARGET_PAIRS", "LIST", "NONE",
+           "combine_outcomes", "detection_metrics", "interval_metrics", "prediction_shift",
+           "rank_shift"]
