@@ -316,7 +316,7 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
     """Compute one cell: its result row and its arrays: the per-user rank shifts of the
     targets (rank before − rank after the attack, over eligible (user, target) pairs; attacked
     cells) and the per-user outcomes of the metrics with an interval (``test_hit``,
-    ``target_hit``, …; every cell)."""
+    ``target_hit``, ``mrr``, …; every cell)."""
     stage = stage or (lambda name: None)
     cfg = ws.cfg
     split = ws.split(cell.dataset, cell.repeat)

@@ -131,12 +131,24 @@ def test_stored_outcomes_reproduce_the_metrics(case):
     assert outcomes["target_hit"].shape == (split.n_users, 2)
     assert np.isnan(outcomes["target_hit"][~res.eligible]).all()
     for metric, name in (("hr", "hr@2"), ("target_hr", "target_hr@2"),
-                         ("target_hr_all", "target_hr_all@2")):
+                         ("target_hr_all", "target_hr_all@2"), ("mrr", "mrr@2")):
         assert metric_value(outcomes, metric) == pytest.approx(res.metrics[name])
     assert sorted(outcomes) == sorted({m.outcome for m in interval_metrics()})
 
 
 # ----------------------------------------------------------------------------- the registry
+
+def test_mrr_on_the_hand_computed_case(case):
+    """u0's test item 2 has rank 2 (0-based), u1's test item 3 rank 0, u2 has none."""
+    split, model = case
+    at2 = Evaluator(split, np.array([4, 5]), k=2).evaluate(model)
+    assert at2.metrics["mrr@2"] == pytest.approx((0 + 1 / 1) / 2)   # rank 2 is outside K=2
+    at3 = Evaluator(split, np.array([4, 5]), k=3).evaluate(model)
+    assert at3.metrics["mrr@3"] == pytest.approx((1 / 3 + 1 / 1) / 2)
+    per_user = at3.outcomes()["mrr"]
+    assert per_user[:2].tolist() == pytest.approx([1 / 3, 1.0]) and np.isnan(per_user[2])
+    assert list(at3.metrics) == [m.column(3) for m in METRICS.values()]
+
 
 def test_every_metric_declares_what_reporting_reads():
     kinds = {USER_MEAN, TARGET_PAIRS, LIST, NONE}

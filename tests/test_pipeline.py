@@ -34,6 +34,16 @@ def test_result_files_and_table_layout(small_config):
     assert meta["master_seed"] == 3 and "torch" in meta and meta["cells"] == 6
     tables = (out / "tables.md").read_text()
     assert "| random |" in tables and "unpopular: Origin" in tables and "Target HR@10" in tables
+    # A registered metric reaches every file: mrr@K (utils/metrics/mrr.py) after ndcg@K in
+    # runs.csv, with a bootstrap interval in summary.csv and its own table in tables.md.
+    columns = list(runs.columns)
+    assert columns.index("mrr@10") == columns.index("ndcg@10") + 1
+    assert ((runs["mrr@10"] >= 0) & (runs["mrr@10"] <= runs["hr@10"])).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert (summary["mrr@10_low"] <= summary["mrr@10_mean"]).all()
+    assert (summary["mrr@10_mean"] <= summary["mrr@10_high"]).all()
+    origin = runs[(runs.attack == "none") & (runs.target_kind == "random")]["mrr@10"].iloc[0]
+    assert "## Test MRR@10" in tables and f"{origin:.4f} [" in tables.split("## Test MRR@10")[1]
 
 
 def test_same_config_and_seed_give_identical_runs(tmp_path):

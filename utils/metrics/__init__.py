@@ -3,7 +3,7 @@
 A metric is a small class (``utils/metrics/base.py``: its name, what it needs, its direction,
 its interval kind, its table label) in the registry :data:`METRICS` below; the runs.csv
 columns, the summary's intervals and tests and the tables read that metadata. A new metric is
-one module plus one line in the registry (README "Extending").
+one module plus one line in the registry (README "Extending"; ``mrr.py`` is the example).
 
 Evaluation is over real users only. Every item is scored for every real user; the user's
 training and validation items are set to −inf (never multiplied), so they can neither be
@@ -22,6 +22,7 @@ from .base import (INPUTS, ITEM_POPULARITY, LIST, NONE, TARGET_PAIRS, TOP_ITEMS,
                    Evaluation, Metric, Resample, TargetPairMetric, UserMeanMetric)
 from .detection import detection_metrics
 from .hit_ratio import HitRatio
+from .mrr import MRR
 from .ndcg import NDCG
 from .rating_error import TestMSE, TestRMSE
 from .target_hit_ratio import TargetHitRatio, TargetHitRatioAll
@@ -36,6 +37,7 @@ def _registry(*metrics: Metric) -> dict[str, Metric]:
 METRICS: dict[str, Metric] = _registry(
     HitRatio(),
     NDCG(),
+    MRR(),
     TestMSE(),
     TestRMSE(),
     TargetHitRatio(),
@@ -58,7 +60,7 @@ class EvalResult:
     eligible: np.ndarray       # (n_real_users, n_targets) bool
     # The per-user outcomes of the metrics with an interval, by outcome key (``test_hit``
     # (U,): 1 hit, 0 miss, NaN no test item; ``target_hit`` (U, T), NaN where not eligible;
-    # …): what the uncertainty intervals resample (``utils/uncertainty.py``).
+    # ``mrr`` (U,) …): what the uncertainty intervals resample (``utils/uncertainty.py``).
     stored: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property

@@ -13,7 +13,7 @@ one number; a metric with an interval also into the per-user outcome stored with
 Interval kinds:
 
 * ``USER_MEAN`` — a mean over the users who count of one value per user (NaN: the user does not
-  count): HR. The outcome is that (U,) vector; the bootstrap resamples users.
+  count): HR, MRR. The outcome is that (U,) vector; the bootstrap resamples users.
 * ``TARGET_PAIRS`` — an outcome per (user, target) pair (U, T), NaN where the pair is not
   eligible: target HR. The bootstrap resamples users and targets.
 * ``LIST`` — a statistic of the real users' lists taken together (e.g. a catalogue share): the
