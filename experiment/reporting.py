@@ -48,20 +48,25 @@ log = logging.getLogger(__name__)
 TEXT_COLUMNS = ["experiment", "cell", "dataset", "model", "feedback", "target_kind", "targets",
                 "attack", "attack_params", "defense", "defense_params", "defense_info", "error"]
 FAILED_COLUMNS = COORDS + ["repeat", "cell", "error"]
-# The registered metrics in registry order (a column of an @K metric starts with "name@"),
-# then the columns the runner adds.
-METRIC_ORDER = [f"{m.name}@" if m.at_k else m.name for m in METRICS.values()] + [
-    "prediction_shift", "ri", "success_reduction", "detect_", "best_epoch", "defense_info"]
+# After the registered metrics, in registry order (metric_order), the columns the runner adds.
+RUNNER_COLUMNS = ["prediction_shift", "ri", "success_reduction", "detect_", "best_epoch",
+                  "defense_info"]
 FLOAT_FORMAT = "%.8g"
 
 
 # ----------------------------------------------------------------------------- runs
 
-def _metric_rank(column: str) -> tuple:
-    for n, prefix in enumerate(METRIC_ORDER):
+def metric_order() -> list[str]:
+    """Column prefixes of runs.csv's metrics in order: the registered metrics (an @K metric's
+    columns start with "name@"), then the runner's."""
+    return [f"{m.name}@" if m.at_k else m.name for m in METRICS.values()] + RUNNER_COLUMNS
+
+
+def _metric_rank(column: str, order: list[str]) -> tuple:
+    for n, prefix in enumerate(order):
         if column == prefix or (prefix.endswith("@") and column.startswith(prefix)):
             return (n, column)
-    return (len(METRIC_ORDER), column)
+    return (len(order), column)
 
 
 def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -69,7 +74,9 @@ def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
     whatever order the rows were computed or read in."""
     ids = [c for c in ID_COLUMNS if c in frame]
     timing = sorted(c for c in frame if c.startswith("seconds_"))
-    rest = sorted((c for c in frame if c not in ids and c not in timing), key=_metric_rank)
+    order = metric_order()
+    rest = sorted((c for c in frame if c not in ids and c not in timing),
+                  key=lambda c: _metric_rank(c, order))
     return frame[ids + rest + timing]
 
 

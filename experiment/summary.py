@@ -190,7 +190,8 @@ def _load_outcomes(cells_dir: Path | None, cell: str) -> dict | None:
     arrays = load_npz(Path(cells_dir) / f"{cell}.npz")
     if arrays is None:
         return None
-    found = {m.outcome: arrays[m.outcome] for m in interval_metrics() if m.outcome in arrays}
+    found = {key: arrays[key] for m in interval_metrics() for key in m.stored_keys()
+             if key in arrays}
     return found or None
 
 
@@ -198,7 +199,8 @@ def _units(found: dict) -> tuple[int, int]:
     """(users, targets) of one seed's stored outcomes: the units the block resamples."""
     pairs = [found[m.outcome] for m in interval_metrics()
              if m.interval == TARGET_PAIRS and m.outcome in found]
-    return len(next(iter(found.values()))), (pairs[0].shape[1] if pairs else 1)
+    n_users = next(len(v) for v in found.values() if np.ndim(v) >= 1)
+    return n_users, (pairs[0].shape[1] if pairs else 1)
 
 
 def _block_seed(seed: int, block: tuple, seeds: tuple) -> np.random.Generator:
@@ -239,7 +241,9 @@ class _Intervals:
         if not seeds:
             return Interval(math.nan, math.nan, math.nan), ""
         stored = [self.outcomes.get(c, {}) for c in cells]
-        if all(s in found and metric.outcome in found[s] for found in stored for s in seeds):
+        keys = metric.stored_keys()
+        if all(s in found and all(key in found[s] for key in keys)
+               for found in stored for s in seeds):
             arms = [[found[s] for found in stored] for s in seeds]
             shapes = [_units(arms[n][0]) for n in range(len(seeds))]
             boot = self._bootstrap(cells[0][:len(BASE)], tuple(seeds), shapes)

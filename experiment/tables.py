@@ -1,8 +1,9 @@
 """The paper-layout tables of an experiment, built from ``summary.csv``'s rows (one per cell
 over seeds): Table 2 (attack target HR@K vs knowledge cost), Table 3 (target HR@K) with its RI
 and attack-success-reduction companions, one table per registered metric that names one
-(Table 4: test HR@K; test MRR@K), the prediction shift, target HR vs attack size, the worst case over attacks per defense (threat-model.md §4) and the detection
-quality of the defenses that distrust rows or users. Rendering to Markdown and LaTeX is
+(Table 4: test HR@K; test MRR@K), the prediction shift, target HR vs attack size, the worst case
+over attacks per defense (threat-model.md §4) and the detection quality of the defenses that
+distrust rows or users. Rendering to Markdown and LaTeX is
 ``experiment/reporting.py``'s; these are plain :class:`Table` values.
 """
 from __future__ import annotations

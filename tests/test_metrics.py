@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from data.ratings import Interactions, RatingScale, Split
-from utils.metrics import (LIST, METRICS, NONE, TARGET_PAIRS, USER_MEAN, Evaluator, Metric,
-                           interval_metrics, prediction_shift, rank_shift)
+from utils.metrics import (LIST, METRICS, NONE, TARGET_PAIRS, USER_MEAN, Evaluator, ListMetric,
+                           Metric, UserMeanMetric, combine_outcomes, interval_metrics,
+                           prediction_shift, rank_shift)
 from utils.metrics.base import INPUTS, ITEM_POPULARITY, TOP_ITEMS
+from utils.uncertainty import metric_value
 
 
 class FixedScores(torch.nn.Module):
@@ -123,8 +125,6 @@ def test_batched_evaluation_matches_single_batch(case):
 def test_stored_outcomes_reproduce_the_metrics(case):
     """The per-user outcomes a cell stores (what the intervals resample) give back its HR@K,
     target HR@K and target HR@K over all pairs exactly."""
-    from utils.uncertainty import metric_value
-
     split, model = case
     res = Evaluator(split, np.array([4, 5]), k=2).evaluate(model)
     outcomes = res.outcomes()
@@ -158,40 +158,94 @@ def test_every_metric_declares_what_reporting_reads():
         if metric.table:
             assert "{label}" in metric.table or "{k}" in metric.table
     assert METRICS["hr"].higher_is_better and not METRICS["target_hr"].higher_is_better
-    assert METRICS["hr"].column(20) == "hr@20" and METRICS["test_mse"].column(20) == "test_mse"
+    assert METRICS["mrr"].column(20) == "mrr@20" and METRICS["test_mse"].column(20) == "test_mse"
 
 
-class DistinctTopItems(Metric):
-    """A list-level test metric: the number of distinct items in the real users' top-K lists,
-    weighted by item popularity (exercises the optional evaluator inputs)."""
+class TopItemShare(ListMetric):
+    """A list-level test metric: the share of all shown top-K slots that the most shown item
+    takes (exercises the LIST kind and the optional top-K input)."""
 
-    name = "distinct_top_items"
-    label = "distinct items@{k}"
+    name = "top_item_share"
+    label = "top item share@{k}"
+
+    def statistic(self, lists, n_items, user_w):
+        shown = lists >= 0
+        users = np.broadcast_to(np.arange(len(lists))[:, None], lists.shape)[shown]
+        per_item = np.zeros((len(user_w), n_items))
+        np.add.at(per_item.T, lists[shown], user_w[:, users].T)
+        return per_item.max(1) / per_item.sum(1)
+
+
+class MeanListPopularity(UserMeanMetric):
+    """A per-user test metric: the mean training popularity of a user's top-K items."""
+
+    name = "list_popularity"
+    label = "list popularity@{k}"
     needs = (TOP_ITEMS, ITEM_POPULARITY)
-    interval = LIST
 
-    def compute(self, ev):
-        shown = np.unique(ev.top_items[ev.top_items >= 0])
-        return float(len(shown)) + 1000.0 * float(ev.item_popularity[shown].sum())
-
-    def outcome_values(self, ev):
-        return ev.top_items.astype(np.float32)
+    def per_user(self, ev):
+        shown = ev.top_items >= 0
+        pop = np.where(shown, ev.item_popularity[np.maximum(ev.top_items, 0)], 0)
+        return pop.sum(1) / np.maximum(shown.sum(1), 1)
 
 
 def test_the_evaluator_hands_top_k_lists_and_popularity_to_metrics_that_need_them(case):
     split, model = case
-    res = Evaluator(split, np.array([4, 5]), k=2, batch_users=2,
-                    metrics=[DistinctTopItems()]).evaluate(model)
+    metrics = [TopItemShare(), MeanListPopularity()]
+    res = Evaluator(split, np.array([4, 5]), k=2, batch_users=2, metrics=metrics
+                    ).evaluate(model)
     # Unmasked scores: u0 items 2..5 → 4 (7.0), 3 (6.0); u1 (4 masked) → 3, 2;
-    # u2 (0 masked) → 1 (4.0), 2 (3.0). Items 1..4 are shown; their popularity among the
-    # real users' training rows ((0,0), (1,4), (2,0); validation (0,1) does not count): 1.
-    assert res.metrics == {"distinct_top_items@2": 4.0 + 1000.0 * 1}
-    assert res.outcomes()["distinct_top_items"].tolist() == [[4, 3], [3, 2], [1, 2]]
-    popular = Evaluator(split, np.array([4]), k=6, metrics=[DistinctTopItems()]).evaluate(model)
-    # K above a user's unmasked items: the list ends in -1; items 0 and 4 are now shown too.
-    lists = popular.outcomes()["distinct_top_items"]
-    assert lists[0].tolist() == [4, 3, 2, 5, -1, -1]
-    assert popular.metrics["distinct_top_items@6"] == 6.0 + 1000.0 * 3
+    # u2 (0 masked) → 1 (4.0), 2 (3.0). Item 3 and item 2 take 2 of the 6 slots each.
+    # Popularity among the real users' training rows ((0,0), (1,4), (2,0); the validation
+    # row (0,1) does not count): item 0: 2, item 4: 1, others 0.
+    stored = res.outcomes()
+    assert stored["top_items"][:, 0].tolist() == [[4, 3], [3, 2], [1, 2]]
+    assert stored["n_items"] == 6
+    assert res.metrics["top_item_share@2"] == pytest.approx(2 / 6)
+    assert res.metrics["list_popularity@2"] == pytest.approx((1 / 2 + 0 + 0) / 3)
+    # Resampled users: u0 twice, u1 never → slots 4, 3, 4, 3, 1, 2 → 4 and 3 take 2 of 6.
+    weights = np.array([[2.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    assert metric_value(stored, metrics[0], weights, np.ones((2, 1))) == pytest.approx(
+        [2 / 6, 1 / 2])
+    assert metric_value(stored, metrics[1], weights, np.ones((2, 1))) == pytest.approx(
+        [(2 * 0.5 + 0) / 3, 0.0])
+    # Retrainings: lists are kept side by side (the statistic is their mean), per-user values
+    # averaged.
+    other = Evaluator(split, np.array([4, 5]), k=2, metrics=metrics).evaluate(
+        FixedScores(model.scores[:, [0, 1, 2, 3, 5, 4]]))   # items 4 and 5 swap scores
+    both = combine_outcomes([res, other], metrics)
+    assert both["top_items"].shape == (3, 2, 2) and both["n_items"] == 6
+    assert both["top_items"][0].tolist() == [[4, 3], [5, 3]]
+    assert metric_value(both, metrics[0]) == pytest.approx(
+        (2 / 6 + other.metrics["top_item_share@2"]) / 2)
+    # K above a user's unmasked items: the list ends in -1.
+    long = Evaluator(split, np.array([4]), k=6, metrics=metrics).evaluate(model)
+    assert long.outcomes()["top_items"][0, 0].tolist() == [4, 3, 2, 5, -1, -1]
     with pytest.raises(ValueError, match="metric input 'clicks' is unknown"):
         Evaluator(split, np.array([4]), metrics=[type("Bad", (Metric,), {"needs": ("clicks",)})()])
+
+
+def test_a_registered_list_metric_reaches_runs_and_summary_with_an_interval(small_config,
+                                                                             monkeypatch):
+    """One registry line is all a new metric needs: its column in runs.csv after the other
+    registered metrics, its stored lists and catalogue size with each cell, and a bootstrap
+    interval recomputed on resampled users in summary.csv."""
+    import pandas as pd
+
+    from experiment.pipeline import run_experiment
+
+    monkeypatch.setitem(METRICS, "top_item_share", TopItemShare())
+    out = run_experiment(small_config(model={"dim": 8, "epochs": 2, "batch_size": 256},
+                                      evaluation={"k": 10, "retrains": 2}))
+    runs = pd.read_csv(out / "runs.csv")
+    columns = list(runs.columns)
+    assert columns.index("top_item_share@10") == columns.index("target_score") + 1
+    assert ((runs["top_item_share@10"] > 0) & (runs["top_item_share@10"] <= 1)).all()
+    cell = np.load(out / "cells" / f"{runs.cell.iloc[0]}.npz")
+    assert cell["top_items"].shape == (300, 2, 10) and int(cell["n_items"]) == 200
+    summary = pd.read_csv(out / "summary.csv")
+    low, mean, high = (summary[f"top_item_share@10_{s}"] for s in ("low", "mean", "high"))
+    assert np.allclose(mean, runs.groupby(["attack", "defense"], sort=False)[
+        "top_item_share@10"].mean())
+    assert ((low < high) & (low < mean * 1.5) & (high > mean / 1.5)).all()
 

@@ -70,7 +70,7 @@ def user_contributions(outcomes_a: dict, outcomes_b: dict, metric) -> np.ndarray
     a metric."""
     metric = METRICS[metric] if isinstance(metric, str) else metric
     try:
-        return metric.user_contributions(outcomes_a[metric.outcome], outcomes_b[metric.outcome])
+        return metric.user_contributions(outcomes_a, outcomes_b)
     except NotImplementedError:
         raise ValueError(f"no per-user test for metric {metric.name!r}") from None
 

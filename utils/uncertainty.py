@@ -1,6 +1,7 @@
 """Confidence intervals of a cell's metrics (those with an interval kind, ``utils/metrics/``:
-HR@K, target HR@K, …) that account for both sources of variation: the seeds (each draws its own split, targets, fake profiles and initialization) and,
-within a seed, the users and the targets the proportion is measured on.
+HR@K, target HR@K, …) that account for both sources of variation: the seeds (each draws its own
+split, targets, fake profiles and initialization) and, within a seed, the users and the targets
+the proportion is measured on.
 
 The interval is a two-stage (hierarchical) percentile bootstrap. One replicate draws the seeds
 with replacement, then for every drawn seed resamples its real users and its targets with
@@ -33,11 +34,11 @@ def metric_value(outcomes: dict, metric: str | Metric, user_w: np.ndarray | None
     stored outcomes, as the evaluator computes it (``utils/metrics/``). With user and target
     weights (n, U) and (n, T), the n weighted values."""
     metric = resolve(metric)
-    values = np.asarray(outcomes[metric.outcome])
     if user_w is None:
+        values = np.asarray(outcomes[metric.outcome])
         n_targets = values.shape[1] if metric.interval == TARGET_PAIRS else 1
-        return float(metric.resampled(values, Resample.identity(len(values), n_targets))[0])
-    return metric.resampled(values, Resample(user_w, target_w))
+        return float(metric.resampled(outcomes, Resample.identity(len(values), n_targets))[0])
+    return metric.resampled(outcomes, Resample(user_w, target_w))
 
 
 def resolve(metric: str | Metric) -> Metric:
@@ -90,7 +91,7 @@ class BlockBootstrap:
         for s in range(n_seeds):
             values = np.zeros(len(self.slots[s]))
             for arm, weight in zip(arms[s], weights):
-                values += weight * metric.resampled(arm[metric.outcome], self.weights[s])
+                values += weight * metric.resampled(arm, self.weights[s])
             flat[self.slots[s]] = values
         return flat.reshape(self.n_boot, n_seeds).mean(1)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .base import (INPUTS, ITEM_POPULARITY, LIST, NONE, TARGET_PAIRS, TOP_ITEMS, USER_MEAN,
-                   Evaluation, Metric, Resample, TargetPairMetric, UserMeanMetric)
+                   Evaluation, ListMetric, Metric, Resample, TargetPairMetric, UserMeanMetric)
 from .detection import detection_metrics
 from .hit_ratio import HitRatio
 from .mrr import MRR
@@ -71,13 +71,15 @@ class EvalResult:
         return dict(self.stored)
 
 
-def combine_outcomes(results: list[EvalResult]) -> dict[str, np.ndarray]:
-    """One set of per-user outcomes from a cell's retrainings, each combined as its metric
-    says (the mean by default)."""
-    combine = {m.outcome: m.combine_retrains for m in METRICS.values() if m.interval != NONE}
-    first = results[0].stored
-    return {key: combine.get(key, Metric.combine_retrains)([r.stored[key] for r in results])
-            for key in first}
+def combine_outcomes(results: list[EvalResult], metrics: list[Metric] | None = None
+                     ) -> dict[str, np.ndarray]:
+    """One set of stored outcomes from a cell's retrainings, each array combined as the metric
+    that stores it says (the mean by default)."""
+    owner = {key: m for m in (METRICS.values() if metrics is None else metrics)
+             if m.interval != NONE for key in m.stored_keys()}
+    default = Metric()
+    return {key: owner.get(key, default).combine_retrains(key, [r.stored[key] for r in results])
+            for key in results[0].stored}
 
 
 class Evaluator:
@@ -134,7 +136,8 @@ class Evaluator:
         test_pred = torch.zeros(self.n_users)
         t_scores = torch.zeros(self.n_users, n_t)
         t_ranks = torch.full((self.n_users, n_t), -1, dtype=torch.long)
-        top_items = torch.full((self.n_users, min(self.k, self.n_items)), -1, dtype=torch.long)
+        top_items = (torch.full((self.n_users, min(self.k, self.n_items)), -1, dtype=torch.long)
+                     if top_k else None)
         for start in range(0, self.n_users, self.batch_users):
             stop = min(start + self.batch_users, self.n_users)
             users = torch.arange(start, stop, device=self.device)
@@ -165,7 +168,7 @@ class Evaluator:
                 ids[torch.isinf(best.values[:, :cut])] = -1
                 top_items[start:stop] = ids.cpu()
         split = self.split
-        ev = Evaluation(k=self.k, max_rating=split.scale.max_rating,
+        ev = Evaluation(k=self.k, n_items=self.n_items, max_rating=split.scale.max_rating,
                         test_items=split.test_items, test_ratings=split.test_ratings,
                         test_ranks=test_rank.numpy(), test_predictions=test_pred.numpy(),
                         target_ranks=t_ranks.numpy(), target_scores=t_scores.numpy(),
@@ -174,8 +177,8 @@ class Evaluator:
         values = {m.column(self.k): m.compute(ev) for m in self.metrics}
         stored = {}
         for m in self.metrics:
-            if m.interval != NONE and m.outcome not in stored:
-                stored[m.outcome] = m.outcome_values(ev)
+            if m.interval != NONE and not set(m.stored_keys()) <= set(stored):
+                stored.update(m.outcomes(ev))
         return EvalResult(values, ev.target_scores, ev.target_ranks, ev.eligible, stored)
 
 
@@ -194,7 +197,7 @@ def rank_shift(attacked: EvalResult, clean: EvalResult) -> np.ndarray:
     return (clean.target_ranks[elig] - attacked.target_ranks[elig]).astype(np.int64)
 
 
-__all__ = ["METRICS", "EvalResult", "Evaluation", "Evaluator", "Metric", "Resample",
-           "TargetPairMetric", "UserMeanMetric", "USER_MEAN", "TARGET_PAIRS", "LIST", "NONE",
-           "combine_outcomes", "detection_metrics", "interval_metrics", "prediction_shift",
+__all__ = ["METRICS", "EvalResult", "Evaluation", "Evaluator", "ListMetric", "Metric",
+           "Resample", "TargetPairMetric", "UserMeanMetric", "USER_MEAN", "TARGET_PAIRS", "LIST",
+           "NONE", "combine_outcomes", "detection_metrics", "interval_metrics", "prediction_shift",
            "rank_shift"]

@@ -16,8 +16,9 @@ Interval kinds:
   count): HR, MRR. The outcome is that (U,) vector; the bootstrap resamples users.
 * ``TARGET_PAIRS`` — an outcome per (user, target) pair (U, T), NaN where the pair is not
   eligible: target HR. The bootstrap resamples users and targets.
-* ``LIST`` — a statistic of the real users' lists taken together (e.g. a catalogue share): the
-  outcome has one row per user and the metric recomputes the statistic under user weights.
+* ``LIST`` — a statistic of the real users' top-K lists taken together (e.g. a catalogue
+  share): the outcome is each user's lists (one per retraining) and the metric recomputes the
+  statistic under user weights (:class:`ListMetric`).
 * ``NONE`` — no interval (no outcome is stored).
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Evaluation:
     without a held-out item or a (user, target) pair whose target the user rated."""
 
     k: int
+    n_items: int
     max_rating: float             # ratings are normalized: × max_rating is the original scale
     test_items: np.ndarray        # (U,) the held-out item, -1: none
     test_ratings: np.ndarray      # (U,) its normalized rating
@@ -67,9 +69,9 @@ class Resample:
     row per replicate. ``counted`` caches the weighted number of counting units per outcome
     (every cell of a seed shares the users who count, so the bootstrap computes it once)."""
 
-    def __init__(self, user_w: np.ndarray, target_w: np.ndarray, cache: dict | None = None):
+    def __init__(self, user_w: np.ndarray, target_w: np.ndarray) -> None:
         self.user_w, self.target_w = user_w, target_w
-        self._cache = cache if cache is not None else {}
+        self._cache: dict = {}
 
     @classmethod
     def identity(cls, n_users: int, n_targets: int = 1) -> "Resample":
@@ -89,8 +91,8 @@ class Resample:
 
 class Metric:
     """A metric of one evaluation. Subclasses set the class attributes and :meth:`compute`;
-    metrics with an interval also :meth:`outcome` and :meth:`resampled` (the kinds below
-    provide them)."""
+    metrics with an interval also :meth:`outcome_values` (or :meth:`outcomes`) and
+    :meth:`resampled` — the kinds below provide them."""
 
     name: str = ""                 # the runs.csv column stem ("hr" → "hr@{k}" when at_k)
     at_k: bool = True
@@ -119,22 +121,32 @@ class Metric:
     def compute(self, ev: Evaluation) -> float:
         raise NotImplementedError
 
+    def stored_keys(self) -> tuple[str, ...]:
+        """The keys of the arrays :meth:`outcomes` stores with each cell."""
+        return (self.outcome,)
+
+    def outcomes(self, ev: Evaluation) -> dict[str, np.ndarray]:
+        """The arrays stored with the cell (``cells/<key>.npz``) that :meth:`resampled`
+        recomputes the metric from: by default its one per-user outcome."""
+        return {self.outcome: self.outcome_values(ev)}
+
     def outcome_values(self, ev: Evaluation) -> np.ndarray:
         """The per-user outcome stored with the cell (float32)."""
         raise NotImplementedError(f"metric {self.name} has no interval")
 
-    def resampled(self, values: np.ndarray, weights: Resample) -> np.ndarray:
-        """The metric recomputed from its stored outcome under each replicate's weights: (n,)."""
+    def resampled(self, stored: dict, weights: Resample) -> np.ndarray:
+        """The metric recomputed from a cell's stored arrays under each replicate's weights:
+        (n,)."""
         raise NotImplementedError(f"metric {self.name} has no interval")
 
-    @staticmethod
-    def combine_retrains(values: list[np.ndarray]) -> np.ndarray:
-        """One outcome from those of a cell's retrainings (``evaluation.retrains``)."""
+    def combine_retrains(self, key: str, values: list[np.ndarray]) -> np.ndarray:
+        """One stored array ``key`` from those of a cell's retrainings (``evaluation.retrains``):
+        the mean by default."""
         return np.mean(values, axis=0).astype(np.float32)
 
-    def user_contributions(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Per user, their share of metric(a) − metric(b) between two cells of one seed (the
-        per-user paired test of ``utils/statistics.py``)."""
+    def user_contributions(self, a: dict, b: dict) -> np.ndarray:
+        """Per user, their share of metric(a) − metric(b) between two cells of one seed (their
+        stored arrays; the per-user paired test of ``utils/statistics.py``)."""
         raise NotImplementedError(f"metric {self.name} has no per-user test")
 
 
@@ -155,14 +167,14 @@ class UserMeanMetric(Metric):
     def outcome_values(self, ev: Evaluation) -> np.ndarray:
         return self.per_user(ev).astype(np.float32)
 
-    def resampled(self, values: np.ndarray, weights: Resample) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float64)
+    def resampled(self, stored: dict, weights: Resample) -> np.ndarray:
+        values = np.asarray(stored[self.outcome], dtype=np.float64)
         counted_w = weights.counted(values)
         num = weights.user_w @ np.nan_to_num(values)
         return np.where(counted_w > 0, num / np.maximum(counted_w, 1e-30), np.nan)
 
-    def user_contributions(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        a, b = np.asarray(a, float), np.asarray(b, float)
+    def user_contributions(self, a: dict, b: dict) -> np.ndarray:
+        a, b = (np.asarray(x[self.outcome], float) for x in (a, b))
         has = ~np.isnan(a) & ~np.isnan(b)
         return (a[has] - b[has]) / max(int(has.sum()), 1)
 
@@ -193,12 +205,45 @@ class TargetPairMetric(Metric):
         hit = ((ev.target_ranks < ev.k) & (ev.target_ranks >= 0)).astype(np.float32)
         return np.where(ev.eligible, hit, np.nan).astype(np.float32)
 
-    @staticmethod
-    def weighted_hits(values: np.ndarray, weights: Resample) -> tuple[np.ndarray, np.ndarray]:
+    def weighted_hits(self, stored: dict, weights: Resample) -> tuple[np.ndarray, np.ndarray]:
         """Per replicate and target: the weighted hits and the weighted eligible users."""
-        values = np.asarray(values, dtype=np.float64)
+        values = np.asarray(stored[self.outcome], dtype=np.float64)
         return weights.user_w @ np.nan_to_num(values), weights.counted(values)
 
     @staticmethod
     def mean_over_targets(rate: np.ndarray, weights: Resample) -> np.ndarray:
         return (rate * weights.target_w).sum(1) / weights.target_w.sum(1)
+
+
+class ListMetric(Metric):
+    """A statistic of the real users' top-K lists taken together. :meth:`statistic` computes
+    it from the lists (U, K) — -1 past a user's unmasked items — and the catalogue size under
+    user weights (n, U), one value per replicate. The cell stores every retraining's lists
+    (U, R, K) and the catalogue size, so the bootstrap recomputes the statistic on resampled
+    users: the mean over the retrainings, as the runs.csv value is."""
+
+    interval = LIST
+    needs = (TOP_ITEMS,)
+    outcome_key = "top_items"
+
+    def statistic(self, lists: np.ndarray, n_items: int, user_w: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def compute(self, ev: Evaluation) -> float:
+        return float(self.statistic(ev.top_items, ev.n_items, np.ones((1, len(ev.top_items))))[0])
+
+    def stored_keys(self) -> tuple[str, ...]:
+        return (self.outcome, "n_items")
+
+    def outcomes(self, ev: Evaluation) -> dict[str, np.ndarray]:
+        return {self.outcome: ev.top_items[:, None, :].astype(np.int32),
+                "n_items": np.array(ev.n_items)}
+
+    def combine_retrains(self, key: str, values: list[np.ndarray]) -> np.ndarray:
+        # Every retraining's lists side by side; the catalogue size is the same for all.
+        return np.concatenate(values, axis=1) if key == self.outcome else values[0]
+
+    def resampled(self, stored: dict, weights: Resample) -> np.ndarray:
+        lists, n_items = np.asarray(stored[self.outcome]), int(stored["n_items"])
+        return np.mean([self.statistic(lists[:, r], n_items, weights.user_w)
+                        for r in range(lists.shape[1])], axis=0)

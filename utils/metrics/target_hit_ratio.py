@@ -20,15 +20,15 @@ class TargetHitRatio(TargetPairMetric):
         per_target = np.where(n_elig > 0, hits.sum(0) / np.maximum(n_elig, 1), 0.0)
         return float(per_target.mean())
 
-    def resampled(self, values, weights):
-        num, counted = self.weighted_hits(values, weights)
+    def resampled(self, stored, weights):
+        num, counted = self.weighted_hits(stored, weights)
         rate = np.where(counted > 0, num / np.maximum(counted, 1e-30), 0.0)
         return self.mean_over_targets(rate, weights)
 
     def user_contributions(self, a, b):
         """(hit_a − hit_b) / (T · n_t) summed over each user's eligible targets (n_t: the
         target's eligible users), so the contributions add up to the difference exactly."""
-        a, b = np.asarray(a, float), np.asarray(b, float)
+        a, b = (np.asarray(x[self.outcome], float) for x in (a, b))
         elig = ~np.isnan(a) & ~np.isnan(b)
         n_t = elig.sum(0)
         share = np.where(elig, np.nan_to_num(a) - np.nan_to_num(b), 0.0) / (
@@ -44,7 +44,7 @@ class TargetHitRatioAll(TargetPairMetric):
     def compute(self, ev):
         return float(self.hits(ev).sum() / ev.target_ranks.size)
 
-    def resampled(self, values, weights):
-        num, _ = self.weighted_hits(values, weights)
+    def resampled(self, stored, weights):
+        num, _ = self.weighted_hits(stored, weights)
         rate = num / weights.user_w.sum(1, keepdims=True)
         return self.mean_over_targets(rate, weights)
