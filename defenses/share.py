@@ -114,7 +114,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import math
 import zlib
 from dataclasses import dataclass, field
 
@@ -122,6 +121,7 @@ import numpy as np
 import torch
 
 from models.mf_kernel import EPS_CONSTANT, EPS_USER_NORM
+from models.selection import BestEpochSelector
 from models.optimizers import make_optimizer
 from utils.config import _range
 from utils.seeding import torch_generator
@@ -341,7 +341,7 @@ class SHARE(AdversarialDefense):
 
         initial = copy.deepcopy(model.state_dict())
         restarted = False
-        best_val, best_epoch, best_state = math.inf, 0, None
+        selector = BestEpochSelector(model, first_eligible=select_from, last_epoch=epochs)
         log, scorings = [], []
         previous_rows = np.zeros(0, dtype=np.int64)
         for epoch in range(epochs):
@@ -379,7 +379,9 @@ class SHARE(AdversarialDefense):
                                                        lookup_tables=model.lookup_tables())
                     trainer.epoch = 0
                     tracker = RewardTracker(opt.w_quality, opt.w_robustness, opt.w_fairness)
-                    best_val, best_state, restarted = math.inf, None, True
+                    # The warm-up counts again from here (as trainer.epoch does).
+                    selector.start_over(first_eligible=select_from + epoch)
+                    restarted = True
                     entry["restart"] = True
             entry["eliminated"] = int(n_rows - int(keep.sum()))
             arm = None
@@ -415,19 +417,16 @@ class SHARE(AdversarialDefense):
                     entry["reward"] = reward
                     entry["z"] = [round(z, 4) for z in zs]
             log.append(entry)
-            eligible = trainer.epoch >= select_from or epoch == epochs - 1
-            if eligible and (not (-quality >= best_val) or best_state is None):
-                best_val, best_epoch = -quality, epoch + 1
-                best_state = copy.deepcopy(model.state_dict())
-        if best_state is not None:
-            model.load_state_dict(best_state)
+            selector.offer(epoch + 1, -quality)
+        selector.restore()
+        best_epoch = selector.best_epoch
         # What the returned model was trained without: the last scoring at or before its epoch.
         in_effect = [s for s in scorings if s["epoch"] <= best_epoch]
         self._distrusted_rows = np.zeros(n_rows, dtype=bool)
         if in_effect:
             self._distrusted_rows[decode_rows(in_effect[-1]["rows"])] = True
-        info = {"best_epoch": best_epoch, "best_val": best_val, "quality": opt.quality,
-                "eps": opt.eps,
+        info = {"best_epoch": best_epoch, "best_val": selector.best_value,
+                "quality": opt.quality, "eps": opt.eps,
                 "parts": {"eliminate": opt.eliminate, "adversarial": opt.adversarial,
                           "personalized": opt.personalized, "reward": use_reward},
                 "restarted_at": next((e["epoch"] for e in log if e.get("restart")), None),
