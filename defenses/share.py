@@ -1,6 +1,10 @@
 """SHARE — "SHoot the ARrow at the targEt": personalized adversarial training driven by dynamic
-rewards. Only the authors' abstract is public; this is the package's design from it
-(defenses.md §3), with each of the abstract's three claims as a switchable part:
+rewards. Only the authors' abstract is public (no paper text, no code); this is the package's
+design from it (defenses.md §3), with each of the abstract's three claims as a switchable part,
+and a fourth part of ours. ``fit`` runs the parts epoch by epoch; the helpers hold the parts'
+mechanics: ``share_elimination.py`` (a) over a run, ``share_valuation.py`` and
+``share_group.py`` (a)'s row values, ``share_reward.py`` (c), ``mf_adversarial.py`` (b)'s
+hand-derived epoch. What was measured, with the commands: docs/share-measurements.md.
 
 (a) value-based elimination (``eliminate``): training rows are valued and the least valuable
     are distrusted. The default valuation is the *group signal* (``share_group.py``): a
@@ -47,12 +51,9 @@ rewards. Only the authors' abstract is public; this is the package's design from
     who rated the item (so cloned profiles, spread targets and targets rated below the top are
     alike to it). **Off by default** (``item_prior: 0``; the variant ``share_prior`` turns it
     on), because it wins by a blind spot of the protocol rather than by robustness: on clean
-    ML-100K (3 seeds, ``benchmarks/share_clean.py``) it gives *no* top-50 slot to items with
-    fewer than 20 ratings (undefended 2.1 %) and raises the test RMSE from 1.05 to 1.33, while
-    test HR@50 (popular test items) rises and every unpopular target — a rarely rated item by
-    construction — is kept out of the lists whoever rated it. A defense that never recommends
-    a thinly rated item scores 0 on unpopular targets trivially; target HR@K cannot tell that
-    from robustness.
+    data it keeps thinly rated items out of the top-K lists altogether, and a defense that
+    never recommends a thinly rated item scores 0 on unpopular targets (rarely rated by
+    construction) whoever rated them; target HR@K cannot tell that from robustness.
 
 The defense never sees the target items or which users are fake; all users are treated alike
 (the audience is drawn among users that have validation rows, i.e. the users whose lists the
@@ -64,46 +65,20 @@ the autograd step's mathematics without the graph); other models use the autogra
 (a) needs MF's closed-form per-sample gradients and explicit feedback; asking for it elsewhere
 is a clear error.
 
-Deviations from the spec (evidence in the README): the default valuation (the group signal,
-only significant rows, from the first epoch; the spec's terms at 0, α = 1), the item-side
-elimination, the item reset and the per-user cap of the fixed budget; ε = 0.03 (AT's, not
-PamaCF's 0.5: on explicit MF with validation-MSE model selection a large ε makes the warm-up
+Deviations from the spec (evidence in docs/share-measurements.md and the README): the default
+valuation (the group signal, only significant rows, from the first epoch; the spec's terms at
+0, α = 1) because the spec's first-order terms distrust real rows rather than poison; the
+item-side elimination, the item reset and the per-user cap of the fixed budget; ε = 0.03 (AT's,
+not PamaCF's 0.5: on explicit MF with validation-MSE model selection a large ε makes the warm-up
 epoch the selected model, i.e. no adversarial training at all); the reward's robustness term
 uses the base ε, not the chosen arm's, so it measures the model.
 
-Evidence for the group signal (``benchmarks/share_signals.py``, tuning master seed 1, platform
-split, 3 % attacks, c = 0.4, random and unpopular targets, 8 attacks incl. ``clone``): on
-ML-100K it flags 100 % of the payload rows (fake users' rows on the targets) at 0.61–0.86 fake
-precision (148–231 rows; ``clone`` on random targets is the lowest), and 22 of 89k rows on
-clean data; on FilmTrust 100 % payload recall at precision 1.00, and no clean row. Under the
-same split the first default (``share_v1``, fixed 3 % budget) catches 19–100 % of the payload
-at 0.02–0.14 precision (ML-100K; ``clone`` 19–21 %), ``share_no_support``'s valuation 35–100 %
-(``clone`` 35–42 %) at 0.03–0.15. Lift 6 or ≥ 3 partners are purer on ML-100K but miss the
-most popular random target's rows on some attacks, or need ≥ 4 targets.
-
-Evidence for part (d) (tuning master seed 1, platform split, 3 %, c = 0.4, target HR@50,
-undefended → SHARE without (d) → share_prior): ``adaptive`` aimed at SHARE without (d) spreads the targets
-to 3 per fake user (16–17 raters per target on ML-100K, 13–14 on FilmTrust) and beats the
-group signal (ML-100K unpopular 0.88 → 0.82, random 0.12 → 0.17; FilmTrust 0.96 → 0.98,
-0.94 → 0.97); those profiles against the prior: 0.000 / 0.097 (ML-100K), 0.000 / 0.000
-(FilmTrust). Aimed at share_prior itself, ``adaptive`` keeps the clone profiles (no spread scores
-better on its surrogate): 0.000 / 0.062 and 0.000 / 0.000. Clones reduced to one target per
-fake user (5–6 raters per target): ML-100K unpopular 0.32 → 0.42 → 0.000, FilmTrust 0.80 →
-0.81 → 0.000 (unpopular), 0.79 → 0.79 → 0.000 (random); ``clone`` with targets at 0.8 (unseen
-by the group signal), ML-100K unpopular 0.11 → 0.16 → 0.000. The power matters: γ = 2 with
-λ = 400 holds ML-100K but not FilmTrust (0.75 / 0.89 against spread targets), and the λ that
-holds FilmTrust with γ = 2 (≥ 2·10⁴) costs ML-100K clean test HR@50 (0.28–0.29 at 4·10⁴).
-Limitation: moderately popular items gain exposure when the rare ones are held — ML-100K
-random targets have clean-data HR@50 0.034 under SHARE against 0.006 undefended, and clones
-with one target per fake reach 0.072 there (undefended 0.021): the prior cannot tell 6 fake
-raters on an item with 65–150 real ones from an ordinary popular item.
-
-Model selection: the epoch with the best quality Q among the epochs after the warm-up (so the
-model returned was trained under SHARE's parts, never the plain warm-up model). ``quality: hr``
-(validation HR@50 of the held-out liked items instead of −validation MSE) lifts SHARE's
-clean-data test HR@50 from 0.33 to 0.42 on ML-100K with ``warmup: 3`` — but plain MF selected
-the same way gets 0.41 and is just as robust (it returns the epoch-4, popularity-like model),
-so that gain belongs to the selection rule, not to SHARE; it stays an option (README).
+Model selection (``models.selection.BestEpochSelector``): the epoch with the best quality Q
+among the epochs after the warm-up (so the model returned was trained under SHARE's parts,
+never the plain warm-up model). ``quality: hr`` (validation HR@50 of the held-out liked items
+instead of −validation MSE) is an option, not the default: it raises clean-data test HR@50, but
+plain MF selected the same way gains as much, so that gain belongs to the selection rule, not
+to SHARE (docs/share-measurements.md).
 
 ``info`` (logged to runs.csv's ``defense_info``): per epoch the chosen multiplier, ε, weight,
 reward and its components, and the number of rows eliminated; per scoring the eliminated rows,
