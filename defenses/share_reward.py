@@ -9,6 +9,10 @@ epoch is z-scored against the recent changes (exponential moving mean and varian
 three live on one scale and the trend of training is not credited to an arm. A UCB1 bandit
 over strength multipliers (default {0.5, 1, 2}, applied to ε and to the adversarial weight)
 credits R to the multiplier used in that epoch and picks the next one.
+
+``RewardedStrength`` runs this over one training run; ``ValidationQuality`` (Q, which also
+selects SHARE's returned epoch) and ``perturbed_losses`` (the losses behind B and F) are the
+measurements it is fed.
 """
 from __future__ import annotations
 
