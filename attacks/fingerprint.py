@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     from utils.workspace import Workspace
 
     try:
-        cfg = load_config(args.config, args.overrides + ["progress=false"])
+        cfg = load_config(args.config, args.overrides)
+        cfg.progress = False
         if args.repeat >= cfg.repeats:
             cfg.repeats = args.repeat + 1
         ws = Workspace(cfg)
