@@ -126,7 +126,10 @@ def test_bad_dense_files_fail_clearly(tmp_path, mutate, message):
     ("0,16,5\n0,58,0\n", r"line 2 has rating 0"),
     ("0,16,5\n0,19,5\n", r"no profile rates target raw id\(s\) 58"),
     ("0,16,5\n0,58\n", r"line 2 has 2 fields"),
-    ("user,item,rating\n0,16,5\nx,58,5\n", r"line 3 is not numeric"),
+    ("user,item,rating\n0,16,5\n0,58,x\n", r"line 3 has a non-numeric rating 'x'"),
+    ("0,16,5\n0,tt58,5\n", r"line 2 names item tt58, which is not in the dataset "
+                           r"\(raw ids span 7..124\)"),
+    ("0,16,5\n0,99999999999999999999,5\n", r"line 2 names item 99999999999999999999"),
     ("0,16,5\n0,58,5\n0,58,4\n", r"line 3 repeats a \(user, item\) pair"),
     ("0,16.5,5\n", r"line 1 has a non-integer item id 16.5"),
     ("user,item,rating\n", r"holds no ratings"),
@@ -191,3 +194,98 @@ def test_pipeline_exports_profiles_that_replay_through_attack_file(tmp_path):
     edited = pd.read_csv(run_experiment(config_from_dict(replay)) / "runs.csv")
     assert edited.set_index("attack").loc["file", "prediction_shift"] < \
         replayed.loc["file", "prediction_shift"] - 0.3
+
+
+# ----------------------------------------------------------------------------- issue 33, items 1-2
+
+def not_a_dense_array(path) -> str:
+    return (f"poison file {path}: not a numeric .npy array of shape n_fake × {N_ITEMS} (one "
+            "column per item of the dataset); accepted: .npy of normalized ratings in [0, 1], "
+            "or .csv/.tsv of user,item,rating lines")
+
+
+def npy_bytes(tmp_path, array, allow_pickle=False) -> bytes:
+    path = tmp_path / "made.npy"
+    np.save(path, array, allow_pickle=allow_pickle)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: np.random.default_rng(0).bytes(4000),                       # random bytes
+    lambda tmp: b"",
+    lambda tmp: npy_bytes(tmp, good_dense())[:100],                         # truncated header
+    lambda tmp: npy_bytes(tmp, good_dense())[:200],                         # truncated data
+    lambda tmp: npy_bytes(tmp, np.array([{"a": 1}], dtype=object), True),   # a pickle
+    lambda tmp: npy_bytes(tmp, np.array([["a", "b"]])),                     # strings
+], ids=["random", "empty", "header", "data", "pickle", "strings"])
+def test_a_file_that_is_no_numeric_npy_never_suggests_unsafe_loading(tmp_path, make):
+    """numpy's message for a random or pickled file says "you can load it unsafely using
+    allow_pickle": never shown. One line says what the file is not and what is accepted."""
+    path = tmp_path / "poison.npy"
+    path.write_bytes(make(tmp_path))
+    with pytest.raises(AttackError) as info:
+        load_poison(path, N_ITEMS, SCALE, TARGETS, RAW_IDS)
+    assert str(info.value) == not_a_dense_array(path)
+    assert "pickle" not in str(info.value)
+
+
+def test_an_npz_archive_named_npy_is_not_a_dense_array(tmp_path):
+    path = tmp_path / "poison.npy"
+    with open(path, "wb") as handle:
+        np.savez(handle, dense=good_dense())
+    with pytest.raises(AttackError) as info:
+        load_poison(path, N_ITEMS, SCALE, TARGETS, RAW_IDS)
+    assert str(info.value) == not_a_dense_array(path)
+
+
+def test_a_csv_that_is_not_text_is_one_line(tmp_path):
+    path = tmp_path / "poison.csv"
+    path.write_bytes(b"0,16,5\n\xff\xfe\x00garbage")
+    with pytest.raises(AttackError) as info:
+        load_poison(path, N_ITEMS, SCALE, TARGETS, RAW_IDS)
+    assert str(info.value) == (f"poison file {path}: not UTF-8 text (byte 7); a .csv/.tsv "
+                               "poison file holds user,item,rating lines in UTF-8")
+
+
+# Token item ids, as `dataset: file` keeps them (`tt0000016`); the targets' ids hold the
+# separators and a quote, which the export quotes.
+TOKEN_IDS = np.array([f"tt{7 + 3 * j:07d}" for j in range(N_ITEMS)], dtype=object)
+TOKEN_IDS[TARGETS[0]] = 'Movie, The "1"'
+TOKEN_IDS[TARGETS[1]] = "tab\there"
+TOKEN_IDS = TOKEN_IDS.astype(str)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_token_item_ids_export_and_load_back(tmp_path, fmt):
+    """With string item ids the exported CSV used to stop with "line 2 is not numeric"."""
+    fake = make_profiles()
+    (path,) = export_poison(fake, tmp_path, "poison", TOKEN_IDS, SCALE, N_ITEMS, [fmt])
+    assert "tt00000" in path.read_text()
+    loaded = file_attack(path).generate(context(raw=TOKEN_IDS))
+    assert np.allclose(sorted_triples(loaded), sorted_triples(fake))
+    # Written again from what was loaded: the same bytes.
+    (again,) = export_poison(loaded, tmp_path / "again", "poison", TOKEN_IDS, SCALE, N_ITEMS,
+                             [fmt])
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_token_ids_a_hand_written_file_and_its_errors(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("fake_b,tt0000007,4\nfake_b,\"Movie, The \"\"1\"\"\",5\n"
+                    "fake_a,\"Movie, The \"\"1\"\"\",5\nfake_a,\"tab\there\",5\n"
+                    "fake_b,\"tab\there\",5\n")
+    loaded = load_poison(path, N_ITEMS, SCALE, TARGETS, TOKEN_IDS)
+    assert np.allclose(sorted_triples(loaded), [[0, 3, 1.0], [0, 17, 1.0], [1, 0, 0.8],
+                                                [1, 3, 1.0], [1, 17, 1.0]])
+    path.write_text("0,tt0000007,4\n0,tt9999999,5\n")
+    with pytest.raises(AttackError, match=r"^poison file .*p.csv: line 2 names item tt9999999, "
+                                          r"which is not in the dataset \(raw ids span "
+                                          r"tt0000007..tt0000124\)$"):
+        load_poison(path, N_ITEMS, SCALE, TARGETS, TOKEN_IDS)
+    path.write_text("0,Movie, The \"1\",5\n")   # an id holding the separator, not quoted
+    with pytest.raises(AttackError, match="line 1 has 4 fields"):
+        load_poison(path, N_ITEMS, SCALE, TARGETS, TOKEN_IDS)
+    path.write_text("0,tt0000007,4\n0,tt0000010,5\n")
+    with pytest.raises(AttackError, match=r"no profile rates target raw id\(s\) Movie, The "
+                                          r"\"1\", tab\there; it was made for other targets"):
+        load_poison(path, N_ITEMS, SCALE, TARGETS, TOKEN_IDS)
