@@ -50,24 +50,32 @@ class FileAttack(Attack):
     Options = FileOptions
 
     def generate(self, ctx: ThreatContext) -> Interactions:
+        fake = self.read(ctx.n_items, ctx.scale, ctx.targets, ctx.extra.get("raw_item_ids"),
+                         ctx.n_fake)
+        if ctx.feedback == "implicit":
+            fake = Interactions(fake.users, fake.items, np.ones(len(fake)))
+        return fake
+
+    def read(self, n_items: int, scale: RatingScale, targets: np.ndarray,
+             raw_item_ids: np.ndarray | None, n_fake: int = 0) -> Interactions:
+        """The file's profiles, validated against the dataset, the targets and ``n_fake`` (0:
+        every profile of the file); the pipeline also calls it before the results folder is
+        made, so a bad file stops a run before anything is written."""
         opt = self.options
-        fake = load_poison(opt.path, ctx.n_items, ctx.scale, ctx.targets,
-                           ctx.extra.get("raw_item_ids"), opt.format)
+        fake = load_poison(opt.path, n_items, scale, targets, raw_item_ids, opt.format)
         n_file = int(fake.users.max()) + 1
         # n_fake 0: every profile of the file (the pipeline's default for a file attack);
         # attack.n_fake, when given, is checked against the file.
-        if ctx.n_fake and n_file != ctx.n_fake:
-            if opt.strict_size or n_file < ctx.n_fake:
+        if n_fake and n_file != n_fake:
+            if opt.strict_size or n_file < n_fake:
                 raise AttackError(
                     f"poison file {opt.path}: {n_file} fake profiles, but attack.n_fake is "
-                    f"{ctx.n_fake}; set attack.n_fake: {n_file} or leave it out (a file brings "
+                    f"{n_fake}; set attack.n_fake: {n_file} or leave it out (a file brings "
                     "its own count)"
-                    + ("" if n_file < ctx.n_fake else
+                    + ("" if n_file < n_fake else
                        ", or set attack.options.file.strict_size: false to use the first "
                        "profiles"))
-            fake = fake.subset(fake.users < ctx.n_fake)
-        if ctx.feedback == "implicit":
-            fake = Interactions(fake.users, fake.items, np.ones(len(fake)))
+            fake = fake.subset(fake.users < n_fake)
         return fake
 
 

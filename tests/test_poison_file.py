@@ -289,3 +289,120 @@ def test_token_ids_a_hand_written_file_and_its_errors(tmp_path):
     with pytest.raises(AttackError, match=r"no profile rates target raw id\(s\) Movie, The "
                                           r"\"1\", tab\there; it was made for other targets"):
         load_poison(path, N_ITEMS, SCALE, TARGETS, TOKEN_IDS)
+
+
+# ----------------------------------------------------------------------------- on the command line
+
+def run(*args, cwd, module=None):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    head = [sys.executable, "-m", module] if module else [sys.executable, str(REPO / "main.py")]
+    return subprocess.run(head + list(args), cwd=cwd if not module else REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def synthetic_items() -> tuple[int, int]:
+    """The item count and the highest raw item id of ``python main.py dataset=synthetic``."""
+    from data import load_dataset
+    from tests.conftest import REPO
+    from utils.config import load_config
+
+    cfg = load_config(REPO / "config.yaml", ["dataset=synthetic"])
+    data = load_dataset(cfg.dataset, cfg.seed)
+    return data.n_items, int(data.raw_item_ids.max())
+
+
+def test_random_bytes_npy_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
+    """Issue 33, item 1, as a new user met it: ``attack=file`` on a random-bytes ``.npy``."""
+    (tmp_path / "rand.npy").write_bytes(np.random.default_rng(1).bytes(4000))
+    proc = run("dataset=synthetic", "attack=file", "attack.options.file.path=rand.npy",
+               "results_dir=results", "dataset.cache_dir=cache", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 2
+    n_items, _ = synthetic_items()
+    assert proc.stderr.splitlines() == [
+        f"config error: poison file rand.npy: not a numeric .npy array of shape n_fake × "
+        f"{n_items} (one column per item of the dataset); accepted: .npy of normalized ratings "
+        "in [0, 1], or .csv/.tsv of user,item,rating lines"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rand.npy"]
+
+
+BAD_POISON = [   # (file name, how to write it, extra overrides, the message after "poison file X: ")
+    ("missing.npy", None, [], None),
+    ("narrow.npy", lambda path, n: np.save(path, np.ones((3, n - 1), np.float32)), [],
+     r"shape \(3, {n1}\), expected \(n_fake, {n}\) — one column per dataset item in raw-id order"),
+    ("unknown.csv", lambda path, n: path.write_text("user,item,rating\n0,0,5\n0,99999,5\n"), [],
+     r"line 3 names item 99999, which is not in the dataset \(raw ids span 0..{top}\)"),
+    ("other_targets.csv", lambda path, n: path.write_text("0,0,5\n"), [],
+     r"no profile rates target raw id\(s\) [\d, ]+; it was made for other targets \(check "
+     r"targets.kind / targets.items\)"),
+    ("three.npy", lambda path, n: np.save(path, np.ones((3, n), np.float32)),
+     ["attack.n_fake=5"], r"3 fake profiles, but attack.n_fake is 5; set attack.n_fake: 3 or "
+                          r"leave it out \(a file brings its own count\)"),
+]
+
+
+@pytest.mark.parametrize("name, write, extra, message", BAD_POISON,
+                         ids=[case[0] for case in BAD_POISON])
+def test_a_bad_poison_file_stops_the_run_before_the_results_folder_is_made(
+        tmp_path, name, write, extra, message):
+    """Issue 33, item 4: a poison-file error used to come after "2 to run", leaving ``.lock``,
+    ``config.yaml`` and an empty ``cells/``. Every file is now read and checked (readability,
+    shape, ids, targets, count) with the config: one line, exit 2, nothing written, an earlier
+    run's results untouched."""
+    import re
+
+    n, top = synthetic_items()
+    if write is not None:
+        write(tmp_path / name, n)
+    earlier = tmp_path / "results" / "default"
+    earlier.mkdir(parents=True)
+    (earlier / "runs.csv").write_text("earlier\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run("dataset=synthetic", "attack=file", f"attack.options.file.path={name}",
+               "results_dir=results", "dataset.cache_dir=cache", *extra, "--quiet",
+               cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    expected = (rf"{re.escape(name)}: {message.format(n=n, n1=n - 1, top=top)}" if message
+                else rf"{re.escape(name)} not found; check attack.options.file.path")
+    assert re.fullmatch(rf"config error: poison file {expected}", line), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert [p.name for p in earlier.iterdir()] == ["runs.csv"]
+    assert (earlier / "runs.csv").read_text() == "earlier\n"
+
+
+def test_exported_poison_with_token_item_ids_replays_through_main_and_fingerprint(tmp_path):
+    """Issue 33, item 2: ``dataset=file`` with ids like ``tt0000016``, ``attack.export=[csv]``,
+    then ``attack=file`` on the exported CSV used to stop with "line 2 is not numeric"."""
+    import pandas as pd
+
+    from tests.test_dataset_file import small_ratings
+
+    rows = small_ratings()
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating\n" + "".join(
+        f"u{u},tt{i:07d},{r}\n" for u, i, r in rows))
+    data = ["dataset=file", f"dataset.path={tmp_path / 'ratings.csv'}", "dataset.sep=,",
+            "dataset.header=true", f"dataset.cache_dir={tmp_path / 'cache'}"]
+    common = data + ["results_dir=results", "evaluation.k=10", "model.epochs=2", "--quiet"]
+    made = run(*common, "attack=average", "attack.export=[csv]", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    (poison,) = (tmp_path / "results" / "default" / "poison").iterdir()
+    assert poison.read_text().splitlines()[1].split(",")[1].startswith("tt")
+
+    replay = run(*common, "experiment=replay", "attack=file", "attack.export=[csv]",
+                 f"attack.options.file.path={poison}", cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    runs = pd.read_csv(tmp_path / "results" / "replay" / "runs.csv")
+    assert runs[runs.attack == "file"].n_fake.item() == len(
+        {line.split(",")[0] for line in poison.read_text().splitlines()[1:]})
+    (again,) = (tmp_path / "results" / "replay" / "poison").iterdir()
+    assert again.read_text() == poison.read_text()   # the very profiles, exported again
+    assert not (tmp_path / "results" / "replay" / ".lock").exists()
+
+    finger = run(*data, "--file", str(poison), cwd=tmp_path, module="attacks.fingerprint")
+    assert finger.returncode == 0, finger.stderr
+    assert f"| {poison.name} |" in finger.stdout and "targets (unpopular) raw ids tt" in \
+        finger.stdout
