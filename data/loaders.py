@@ -162,8 +162,9 @@ def parse_ratings_file(path: Path, cfg, key: str = "dataset.path"
         if len(bad) and outside[bad[0]]:
             j = bad[0]
             fix = ("ratings are positive: fix the line" if rating[j] <= 0 else
-                   f"the file's ratings reach {rating.max():g}: set dataset.max_rating to the "
-                   f"top of its rating scale, e.g. dataset.max_rating={rating.max():g}")
+                   "fix the line or set dataset.max_rating (the file's ratings reach "
+                   f"{rating.max():g}: dataset.max_rating={rating.max():g} if that is the top "
+                   "of its scale)")
             raise DatasetError(f"{path}: line {line_of[j]} has rating {tokens['rating'][j]}, "
                                f"outside (0, {top:g}]; {fix}")
         if len(bad):

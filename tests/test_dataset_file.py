@@ -105,8 +105,8 @@ def test_rating_steps_and_max_rating(tmp_path):
     ("1\t10\t5\t9\n\n2\t11\t4\tyesterday\n", {"columns": ["user", "item", "rating", "timestamp"]},
      r"line 3 has a non-numeric timestamp 'yesterday'"),
     ("1\t10\t5\n1\t11\t6\n1\t12\t10\n", {},
-     r"line 2 has rating 6, outside \(0, 5\]; the file's ratings reach 10: set "
-     r"dataset.max_rating to the top of its rating scale, e.g. dataset.max_rating=10$"),
+     r"line 2 has rating 6, outside \(0, 5\]; fix the line or set dataset.max_rating \(the "
+     r"file's ratings reach 10: dataset.max_rating=10 if that is the top of its scale\)$"),
     ("1\t10\t0\n", {}, r"line 1 has rating 0, outside \(0, 5\]; ratings are positive: fix"),
     ("1\t10\t5\n1\t11\t3.5\n", {}, r"line 2 has rating 3.5, not on the grid.*"
                                      r"set dataset.rating_steps=10$"),

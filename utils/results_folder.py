@@ -166,9 +166,13 @@ class FolderLock:
         if self.handle is not None:
             # Removed while still held (a waiting run then locks the file anew, see above);
             # a killed run leaves it, unlocked: the next run takes it at once.
-            self.path.unlink(missing_ok=True)
-            self.handle.close()  # closing releases the lock
-            self.handle = None
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a folder made read-only meanwhile: the file stays, stale, harmless
+            finally:
+                self.handle.close()  # closing releases the lock
+                self.handle = None
 
 
 def _same_file(handle, path: Path) -> bool:
