@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return rebuild_main([args.rebuild])
     try:
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
-        overrides = args.overrides + (["progress=false"] if args.quiet else [])
-        cfg = load_config(path, overrides)
+        cfg = load_config(path, args.overrides)
+        if args.quiet:  # after the overrides: `progress=true --quiet` is not a key given twice
+            cfg.progress = False
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

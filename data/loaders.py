@@ -155,21 +155,62 @@ def parse_ratings_file(path: Path, cfg, key: str = "dataset.path"
         level = rating / top * steps
         outside = (rating <= 0) | (rating > top * (1 + 1e-9))
         bad = np.flatnonzero(outside | (np.abs(level - np.round(level)) > 1e-6))
-        grid = (f"{top:g}" if steps == 1 else f"{top / steps:g}, {2 * top / steps:g}"
-                if steps == 2 else f"{top / steps:g}, {2 * top / steps:g}, …, {top:g}")
         if len(bad) and outside[bad[0]]:
             j = bad[0]
+            fix = ("ratings are positive: fix the line" if rating[j] <= 0 else
+                   "fix the line or set dataset.max_rating (the file's ratings reach "
+                   f"{rating.max():g}: dataset.max_rating={rating.max():g} if that is the top "
+                   "of its scale)")
             raise DatasetError(f"{path}: line {line_of[j]} has rating {tokens['rating'][j]}, "
-                               f"outside (0, {top:g}]; fix the line or set dataset.max_rating")
+                               f"outside (0, {top:g}]; {fix}")
         if len(bad):
-            j = bad[0]
+            # A valid rating between the levels (half stars on 5 levels): the fewest levels
+            # that hold every rating of the file is the fix, not an edit of the line.
+            j, fits = bad[0], fitting_steps(rating, top)
+            fix = (f"every rating of the file is on the grid of {fits} levels "
+                   f"({_levels(top, fits)}): set dataset.rating_steps={fits}" if fits else
+                   f"no grid of up to {MAX_STEPS} levels holds every rating of the file: round "
+                   "its ratings to one (max_rating/steps · 1..steps)")
             raise DatasetError(
                 f"{path}: line {line_of[j]} has rating {tokens['rating'][j]}, not on the grid "
-                f"of {steps} levels ({grid}); fix the line or set dataset.rating_steps")
+                f"of {steps} levels ({_levels(top, steps)}); {fix}")
         rating = np.round(level) * top / steps
     else:
         rating = np.full(len(fields), top)  # implicit feedback: every row is the top rating
     return {col: tokens[col] for col in ("user", "item")}, rating, line_of
+
+
+MAX_STEPS = 1000  # the largest dataset.rating_steps (utils/config.py)
+
+
+def _levels(top: float, steps: int) -> str:
+    """The rating levels max_rating/steps · 1..steps, shortened: ``0.5, 1, …, 5``."""
+    if steps == 1:
+        return f"{top:g}"
+    if steps == 2:
+        return f"{top / 2:g}, {top:g}"
+    return f"{top / steps:g}, {2 * top / steps:g}, …, {top:g}"
+
+
+def fitting_steps(rating: np.ndarray, top: float) -> int | None:
+    """The fewest rating levels (``top/steps · 1..steps``) that hold every rating in (0, top]
+    of ``rating``, e.g. 10 for half stars up to 5; None when more than MAX_STEPS would."""
+    from fractions import Fraction
+    from math import lcm
+
+    values = np.unique(rating[(rating > 0) & (rating <= top * (1 + 1e-9))] / top)
+    steps = 1
+    for value in values:  # stops at the first value no grid holds (continuous ratings)
+        level = float(value) * steps
+        if abs(level - round(level)) <= 1e-6:
+            continue
+        denominator = Fraction(float(value)).limit_denominator(MAX_STEPS).denominator
+        steps = lcm(steps, denominator)
+        level = float(value) * steps
+        if steps > MAX_STEPS or abs(level - round(level)) > 1e-6:
+            return None
+    level = values * steps
+    return steps if np.all(np.abs(level - np.round(level)) <= 1e-6) else None
 
 
 def _drop_duplicates(path: Path, frame: pd.DataFrame, line_of: np.ndarray, duplicates: str

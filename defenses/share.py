@@ -1,6 +1,10 @@
 """SHARE — "SHoot the ARrow at the targEt": personalized adversarial training driven by dynamic
-rewards. Only the authors' abstract is public; this is the package's design from it
-(defenses.md §3), with each of the abstract's three claims as a switchable part:
+rewards. Only the authors' abstract is public (no paper text, no code); this is the package's
+design from it (defenses.md §3), with each of the abstract's three claims as a switchable part,
+and a fourth part of ours. ``fit`` runs the parts epoch by epoch; the helpers hold the parts'
+mechanics: ``share_elimination.py`` (a) over a run, ``share_valuation.py`` and
+``share_group.py`` (a)'s row values, ``share_reward.py`` (c), ``mf_adversarial.py`` (b)'s
+hand-derived epoch. What was measured, with the commands: docs/share-measurements.md.
 
 (a) value-based elimination (``eliminate``): training rows are valued and the least valuable
     are distrusted. The default valuation is the *group signal* (``share_group.py``): a
@@ -47,12 +51,9 @@ rewards. Only the authors' abstract is public; this is the package's design from
     who rated the item (so cloned profiles, spread targets and targets rated below the top are
     alike to it). **Off by default** (``item_prior: 0``; the variant ``share_prior`` turns it
     on), because it wins by a blind spot of the protocol rather than by robustness: on clean
-    ML-100K (3 seeds, ``benchmarks/share_clean.py``) it gives *no* top-50 slot to items with
-    fewer than 20 ratings (undefended 2.1 %) and raises the test RMSE from 1.05 to 1.33, while
-    test HR@50 (popular test items) rises and every unpopular target — a rarely rated item by
-    construction — is kept out of the lists whoever rated it. A defense that never recommends
-    a thinly rated item scores 0 on unpopular targets trivially; target HR@K cannot tell that
-    from robustness.
+    data it keeps thinly rated items out of the top-K lists altogether, and a defense that
+    never recommends a thinly rated item scores 0 on unpopular targets (rarely rated by
+    construction) whoever rated them; target HR@K cannot tell that from robustness.
 
 The defense never sees the target items or which users are fake; all users are treated alike
 (the audience is drawn among users that have validation rows, i.e. the users whose lists the
@@ -64,46 +65,20 @@ the autograd step's mathematics without the graph); other models use the autogra
 (a) needs MF's closed-form per-sample gradients and explicit feedback; asking for it elsewhere
 is a clear error.
 
-Deviations from the spec (evidence in the README): the default valuation (the group signal,
-only significant rows, from the first epoch; the spec's terms at 0, α = 1), the item-side
-elimination, the item reset and the per-user cap of the fixed budget; ε = 0.03 (AT's, not
-PamaCF's 0.5: on explicit MF with validation-MSE model selection a large ε makes the warm-up
+Deviations from the spec (evidence in docs/share-measurements.md and the README): the default
+valuation (the group signal, only significant rows, from the first epoch; the spec's terms at
+0, α = 1) because the spec's first-order terms distrust real rows rather than poison; the
+item-side elimination, the item reset and the per-user cap of the fixed budget; ε = 0.03 (AT's,
+not PamaCF's 0.5: on explicit MF with validation-MSE model selection a large ε makes the warm-up
 epoch the selected model, i.e. no adversarial training at all); the reward's robustness term
 uses the base ε, not the chosen arm's, so it measures the model.
 
-Evidence for the group signal (``benchmarks/share_signals.py``, tuning master seed 1, platform
-split, 3 % attacks, c = 0.4, random and unpopular targets, 8 attacks incl. ``clone``): on
-ML-100K it flags 100 % of the payload rows (fake users' rows on the targets) at 0.61–0.86 fake
-precision (148–231 rows; ``clone`` on random targets is the lowest), and 22 of 89k rows on
-clean data; on FilmTrust 100 % payload recall at precision 1.00, and no clean row. Under the
-same split the first default (``share_v1``, fixed 3 % budget) catches 19–100 % of the payload
-at 0.02–0.14 precision (ML-100K; ``clone`` 19–21 %), ``share_no_support``'s valuation 35–100 %
-(``clone`` 35–42 %) at 0.03–0.15. Lift 6 or ≥ 3 partners are purer on ML-100K but miss the
-most popular random target's rows on some attacks, or need ≥ 4 targets.
-
-Evidence for part (d) (tuning master seed 1, platform split, 3 %, c = 0.4, target HR@50,
-undefended → SHARE without (d) → share_prior): ``adaptive`` aimed at SHARE without (d) spreads the targets
-to 3 per fake user (16–17 raters per target on ML-100K, 13–14 on FilmTrust) and beats the
-group signal (ML-100K unpopular 0.88 → 0.82, random 0.12 → 0.17; FilmTrust 0.96 → 0.98,
-0.94 → 0.97); those profiles against the prior: 0.000 / 0.097 (ML-100K), 0.000 / 0.000
-(FilmTrust). Aimed at share_prior itself, ``adaptive`` keeps the clone profiles (no spread scores
-better on its surrogate): 0.000 / 0.062 and 0.000 / 0.000. Clones reduced to one target per
-fake user (5–6 raters per target): ML-100K unpopular 0.32 → 0.42 → 0.000, FilmTrust 0.80 →
-0.81 → 0.000 (unpopular), 0.79 → 0.79 → 0.000 (random); ``clone`` with targets at 0.8 (unseen
-by the group signal), ML-100K unpopular 0.11 → 0.16 → 0.000. The power matters: γ = 2 with
-λ = 400 holds ML-100K but not FilmTrust (0.75 / 0.89 against spread targets), and the λ that
-holds FilmTrust with γ = 2 (≥ 2·10⁴) costs ML-100K clean test HR@50 (0.28–0.29 at 4·10⁴).
-Limitation: moderately popular items gain exposure when the rare ones are held — ML-100K
-random targets have clean-data HR@50 0.034 under SHARE against 0.006 undefended, and clones
-with one target per fake reach 0.072 there (undefended 0.021): the prior cannot tell 6 fake
-raters on an item with 65–150 real ones from an ordinary popular item.
-
-Model selection: the epoch with the best quality Q among the epochs after the warm-up (so the
-model returned was trained under SHARE's parts, never the plain warm-up model). ``quality: hr``
-(validation HR@50 of the held-out liked items instead of −validation MSE) lifts SHARE's
-clean-data test HR@50 from 0.33 to 0.42 on ML-100K with ``warmup: 3`` — but plain MF selected
-the same way gets 0.41 and is just as robust (it returns the epoch-4, popularity-like model),
-so that gain belongs to the selection rule, not to SHARE; it stays an option (README).
+Model selection (``models.selection.BestEpochSelector``): the epoch with the best quality Q
+among the epochs after the warm-up (so the model returned was trained under SHARE's parts,
+never the plain warm-up model). ``quality: hr`` (validation HR@50 of the held-out liked items
+instead of −validation MSE) is an option, not the default: it raises clean-data test HR@50, but
+plain MF selected the same way gains as much, so that gain belongs to the selection rule, not
+to SHARE (docs/share-measurements.md).
 
 ``info`` (logged to runs.csv's ``defense_info``): per epoch the chosen multiplier, ε, weight,
 reward and its components, and the number of rows eliminated; per scoring the eliminated rows,
@@ -112,16 +87,13 @@ encoded compactly (:func:`decode_eliminated` gives them back as row indices of
 """
 from __future__ import annotations
 
-import base64
 import copy
-import math
-import zlib
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from models.mf_kernel import EPS_CONSTANT, EPS_USER_NORM
+from models.selection import BestEpochSelector
 from models.optimizers import make_optimizer
 from utils.config import bounds
 from utils.seeding import torch_generator
@@ -130,10 +102,11 @@ from .adversarial import AdversarialDefense, user_rows
 from .base import Distrust, TrainingData
 from .mf_adversarial import HandDerivedAdversarialTrainer
 from .pamacf import eps_from_sq_norms, norm_scaled_eps
-from .share_group import lockstep_counts
-from .share_reward import RewardComponents, RewardTracker, UCBBandit, fairness_gap
-from .share_valuation import (Pattern, active_users, concentrated_rows, item_proximity,
-                              lowest_rows, lowest_users_rows, value_samples)
+# encode_rows, decode_rows and decode_eliminated stay importable from here (runs.csv readers).
+from .share_elimination import Elimination, decode_eliminated, decode_rows, encode_rows
+from .share_reward import (RewardComponents, RewardedStrength, ValidationQuality, fairness_gap,
+                           perturbed_losses)
+from .share_valuation import active_users
 
 CHOICES = {"granularity": ("sample", "user"), "eliminate_from": ("items", "all"),
            "quality": ("hr", "loss"),
@@ -227,23 +200,6 @@ class SHARETrainer(HandDerivedAdversarialTrainer):
     personalized: bool = True
 
 
-def encode_rows(rows: np.ndarray) -> str:
-    """Sorted row indices → zlib-compressed, base64 text of their gaps (varint-free: uint32)."""
-    rows = np.sort(np.asarray(rows, dtype=np.int64))
-    gaps = np.diff(np.concatenate([[-1], rows])).astype(np.uint32)
-    return base64.b64encode(zlib.compress(gaps.tobytes(), 9)).decode("ascii")
-
-
-def decode_rows(text: str) -> np.ndarray:
-    gaps = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint32)
-    return np.cumsum(gaps.astype(np.int64)) - 1
-
-
-def decode_eliminated(info: dict) -> list[tuple[int, np.ndarray]]:
-    """(epoch, eliminated row indices) for every scoring logged in a SHARE ``info`` dict."""
-    return [(s["epoch"], decode_rows(s["rows"])) for s in info.get("scorings", [])]
-
-
 class SHARE(AdversarialDefense):
     name = "share"
     Options = SHAREOptions
@@ -284,8 +240,87 @@ class SHARE(AdversarialDefense):
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: TrainingData):
+        """Train one model under SHARE; each epoch: (a) rescore the rows on schedule, (c) pick
+        the strength, (d) set the item prior, (b) train an adversarial epoch, measure quality
+        and credit (c)'s reward; return the best-quality epoch after the warm-up and ``info``."""
         opt = self.options
         model = self.new_model(data)
+        trainer = self._configured_trainer(model, data)
+        train, val = trainer._tensors(data.train), trainer._tensors(data.val)
+        epochs = self.model_cfg.epochs
+        elimination = Elimination(opt, train, val, data.n_users, data.n_items,
+                                  self._audience(val[0], opt.audience))            # (a)
+        strength = RewardedStrength(opt, on=opt.reward and opt.adversarial)         # (c)
+        active = active_users(train[0], data.n_users, opt.active_fraction)
+        quality = ValidationQuality(opt.quality, train, val, opt.positive_rating, opt.top_k)
+        # Selection sees only epochs that trained under a defense part (after the warm-up), so
+        # the returned model is never the plain warm-up model.
+        defended = opt.adversarial or opt.eliminate
+        select_from = opt.warmup + 1 if defended and epochs > opt.warmup else 1
+        selector = BestEpochSelector(model, first_eligible=select_from, last_epoch=epochs)
+        initial = copy.deepcopy(model.state_dict())
+        restarted = False
+        log = []
+        for epoch in range(epochs):
+            entry: dict = {"epoch": epoch + 1}
+            # (a) on schedule: value the rows, distrust the lowest, undo what they gave items
+            scheduled = elimination.scheduled(epoch)
+            if scheduled or elimination.screening(epoch):
+                entry.update(elimination.rescore(epoch, model, scheduled))
+                if opt.reset_items_above < 1 and not opt.restart:
+                    entry["items_reset"] = elimination.reset_items(trainer, initial)
+                if opt.restart and not restarted and scheduled:
+                    self._start_over(trainer, initial)
+                    strength.restart()
+                    # The warm-up counts again from here (as trainer.epoch does).
+                    selector.start_over(first_eligible=select_from + epoch)
+                    restarted = entry["restart"] = True
+            entry["eliminated"] = elimination.n_distrusted
+            # (c) this epoch's strength of (b)
+            multiplier = strength.choose(trainer)
+            if multiplier is not None:
+                entry["arm"] = multiplier
+            if opt.adversarial:
+                entry["eps"], entry["adv_weight"] = trainer.eps, trainer.adv_weight
+            # (d) the item prior, over the trusted rows
+            if opt.item_prior > 0:
+                trainer.item_l2 = self._item_l2(train[1], elimination.keep, data.n_items,
+                                                opt.item_prior, opt.item_prior_power)
+            # (b) one adversarial epoch (distrusted rows as eliminate_from says)
+            rows, trainer.item_weight = elimination.epoch_rows()
+            entry["train_loss"] = trainer.train_epoch(rows)
+            entry["val_loss"] = trainer.validate(data.val)
+            entry["val_quality"] = q = quality(trainer, entry["val_loss"])
+            # (c) the reward of this epoch's strength
+            if strength.past_warmup(trainer):
+                entry.update(strength.credit(self._components(trainer, val, active,
+                                                              data.n_users, q)))
+            log.append(entry)
+            selector.offer(epoch + 1, -q)
+        selector.restore()
+        # What the returned model was trained without: the last scoring at or before its epoch.
+        self._distrusted_rows = elimination.distrusted_at(selector.best_epoch)
+        return model, self._info(selector, log, elimination, strength)
+
+    def _info(self, selector, log: list, elimination, strength) -> dict:
+        """runs.csv's ``defense_info``: the selected epoch, every epoch's log, every scoring
+        and the bandit's totals."""
+        opt = self.options
+        info = {"best_epoch": selector.best_epoch, "best_val": selector.best_value,
+                "quality": opt.quality, "eps": opt.eps,
+                "parts": {"eliminate": opt.eliminate, "adversarial": opt.adversarial,
+                          "personalized": opt.personalized, "reward": strength.on},
+                "restarted_at": next((e["epoch"] for e in log if e.get("restart")), None),
+                "n_train_rows": len(elimination.keep), "epochs": log,
+                "scorings": elimination.scorings}
+        if strength.on:
+            info.update(strength.info())
+        return info
+
+    def _configured_trainer(self, model, data: TrainingData) -> SHARETrainer:
+        """The trainer of part (b) at its base strength (ε 0 without it); parts (a) and (d)
+        need the hand-derived explicit MF path."""
+        opt = self.options
         trainer = self.new_trainer(model, data)
         trainer.eps = opt.eps if opt.adversarial else 0.0
         trainer.adv_weight = opt.adv_weight if opt.adversarial else 0.0
@@ -300,143 +335,16 @@ class SHARE(AdversarialDefense):
         if opt.item_prior > 0 and not trainer.hand_derived():
             raise ValueError("share: part (d), the item prior, needs explicit MF; set "
                              "defense.options.share.item_prior=0 for this model/feedback")
-        device = trainer.device
-        train = trainer._tensors(data.train)
-        val = trainer._tensors(data.val)
-        n_rows = len(train[0])
-        keep = torch.ones(n_rows, dtype=torch.bool, device=device)
-        epochs = self.model_cfg.epochs
+        return trainer
 
-        audience = self._audience(val[0], opt.audience)
-        active = active_users(train[0], data.n_users, opt.active_fraction)
-        pattern = val_pattern = None
-        if opt.eliminate:
-            pattern = Pattern.of(train[0], train[1], data.n_users, data.n_items)
-            val_pattern = Pattern.of(val[0], val[1], data.n_users, data.n_items)
-        proximity = group = None
-        if opt.eliminate and opt.group_weight > 0:
-            # Counted on every observed rating (train ∪ val): the signal does not depend on
-            # where a fake row was placed.
-            observed = tuple(torch.cat([t, v]) for t, v in zip(train, val))
-            group = lockstep_counts(train[0], train[1], train[2], observed, data.n_users,
-                                    data.n_items, opt.group_prior, opt.group_lift)
-        model_free = self._model_free(opt)
-        screen = (opt.eliminate and group is not None and opt.screen_first
-                  and opt.eliminate_amount == "significant")
-        tracker = RewardTracker(opt.w_quality, opt.w_robustness, opt.w_fairness)
-        bandit = UCBBandit(opt.arms, opt.ucb_c)
-        use_reward = opt.reward and opt.adversarial
-
-        liked = val[2] >= opt.positive_rating - 1e-6
-        if opt.quality == "hr" and not bool(liked.any()):
-            raise ValueError(f"share: no validation rating reaches positive_rating "
-                             f"{opt.positive_rating}, so quality 'hr' has nothing to rank; "
-                             "lower positive_rating or set quality: loss")
-        liked_rows = (val[0][liked], val[1][liked])
-        seen = (train[0], train[1])
-        # Selection sees only epochs that trained under a defense part (after the warm-up), so
-        # the returned model is never the plain warm-up model.
-        defended = opt.adversarial or opt.eliminate
-        select_from = opt.warmup + 1 if defended and epochs > opt.warmup else 1
-
-        initial = copy.deepcopy(model.state_dict())
-        restarted = False
-        best_val, best_epoch, best_state = math.inf, 0, None
-        log, scorings = [], []
-        previous_rows = np.zeros(0, dtype=np.int64)
-        for epoch in range(epochs):
-            entry: dict = {"epoch": epoch + 1}
-            scheduled = (opt.eliminate and epoch >= opt.warmup
-                         and (epoch - opt.warmup) % opt.rescore_every == 0)
-            if scheduled or (screen and epoch == 0):
-                if model_free or not scheduled:
-                    pass   # the group signal alone: no lists needed
-                elif proximity is None or opt.reach_lists == "current":
-                    # "warmup": the lists of the undefended warm-up model, the attack's aim
-                    proximity = item_proximity(model.user_emb.detach(), model.item_emb.detach(),
-                                               audience, opt.top_k)
-                rows = self._score(model, train, (val_pattern, val[2][val_pattern.order]), data,
-                                   audience, proximity, pattern, opt, group,
-                                   model_free or not scheduled)
-                previous_keep = keep
-                keep = torch.ones(n_rows, dtype=torch.bool, device=device)
-                keep[rows] = False
-                rows_np = rows.cpu().numpy()
-                scorings.append({"epoch": epoch + 1, "n": int(len(rows_np)),
-                                 "rows": encode_rows(rows_np)})
-                entry["rescored"] = True
-                entry["changed"] = int(len(np.setxor1d(rows_np, previous_rows)))
-                previous_rows = rows_np
-                if opt.reset_items_above < 1 and not opt.restart:
-                    entry["items_reset"] = self._reset_distrusted_items(
-                        trainer, initial, train[1], keep, data.n_items, opt.reset_items_above,
-                        previous_keep if screen else None)
-                if opt.restart and not restarted and scheduled:
-                    # The warm-up model was a probe: what the distrusted rows gave the items
-                    # during it would stay in the item table, so training starts over.
-                    model.load_state_dict(initial)
-                    trainer.optimizer = make_optimizer(model.parameters(), self.model_cfg,
-                                                       lookup_tables=model.lookup_tables())
-                    trainer.epoch = 0
-                    tracker = RewardTracker(opt.w_quality, opt.w_robustness, opt.w_fairness)
-                    best_val, best_state, restarted = math.inf, None, True
-                    entry["restart"] = True
-            entry["eliminated"] = int(n_rows - int(keep.sum()))
-            arm = None
-            if use_reward and trainer.epoch >= opt.warmup:
-                arm = bandit.select()
-                trainer.eps = opt.eps * opt.arms[arm]
-                trainer.adv_weight = opt.adv_weight * opt.arms[arm]
-                entry["arm"] = opt.arms[arm]
-            if opt.adversarial:
-                entry["eps"], entry["adv_weight"] = trainer.eps, trainer.adv_weight
-            if opt.item_prior > 0:
-                trainer.item_l2 = self._item_l2(train[1], keep, data.n_items, opt.item_prior,
-                                                opt.item_prior_power)
-            if bool(keep.all()):
-                rows_now, trainer.item_weight = train, None
-            elif opt.eliminate_from == "items":
-                rows_now, trainer.item_weight = train, keep.to(torch.float32)
-            else:
-                rows_now, trainer.item_weight = tuple(t[keep] for t in train), None
-            entry["train_loss"] = trainer.train_epoch(rows_now)
-            val_loss = trainer.validate(data.val)
-            entry["val_loss"] = val_loss
-            quality = (self._ranking_quality(trainer, liked_rows, seen, opt.top_k)
-                       if opt.quality == "hr" else -val_loss)
-            entry["val_quality"] = quality
-            if use_reward and trainer.epoch >= opt.warmup:
-                comps = self._components(trainer, val, active, data.n_users, quality)
-                entry.update({"quality": comps.quality, "robustness": comps.robustness,
-                              "fairness": comps.fairness})
-                reward, zs = tracker.reward(comps)
-                if arm is not None:
-                    bandit.update(arm, reward)
-                    entry["reward"] = reward
-                    entry["z"] = [round(z, 4) for z in zs]
-            log.append(entry)
-            eligible = trainer.epoch >= select_from or epoch == epochs - 1
-            if eligible and (not (-quality >= best_val) or best_state is None):
-                best_val, best_epoch = -quality, epoch + 1
-                best_state = copy.deepcopy(model.state_dict())
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        # What the returned model was trained without: the last scoring at or before its epoch.
-        in_effect = [s for s in scorings if s["epoch"] <= best_epoch]
-        self._distrusted_rows = np.zeros(n_rows, dtype=bool)
-        if in_effect:
-            self._distrusted_rows[decode_rows(in_effect[-1]["rows"])] = True
-        info = {"best_epoch": best_epoch, "best_val": best_val, "quality": opt.quality,
-                "eps": opt.eps,
-                "parts": {"eliminate": opt.eliminate, "adversarial": opt.adversarial,
-                          "personalized": opt.personalized, "reward": use_reward},
-                "restarted_at": next((e["epoch"] for e in log if e.get("restart")), None),
-                "n_train_rows": n_rows, "epochs": log, "scorings": scorings}
-        if use_reward:
-            info["arm_counts"] = dict(zip(map(str, opt.arms), bandit.counts))
-            info["arm_mean_reward"] = dict(zip(map(str, opt.arms),
-                                               [round(m, 4) for m in bandit.means()]))
-        return model, info
+    def _start_over(self, trainer, initial: dict) -> None:
+        """``restart``: the warm-up model was a probe; what the distrusted rows gave the items
+        during it would stay in the item table, so training starts over from ``initial``."""
+        model = trainer.model
+        model.load_state_dict(initial)
+        trainer.optimizer = make_optimizer(model.parameters(), self.model_cfg,
+                                           lookup_tables=model.lookup_tables())
+        trainer.epoch = 0
 
     @classmethod
     def judges_data(cls) -> bool:
@@ -450,31 +358,6 @@ class SHARE(AdversarialDefense):
         return None if rows is None or not self.options.eliminate else Distrust(rows)
 
     @staticmethod
-    @torch.no_grad()
-    def _reset_distrusted_items(trainer, initial: dict, items: torch.Tensor, keep: torch.Tensor,
-                                n_items: int, threshold: float,
-                                previous_keep: torch.Tensor | None = None) -> int:
-        """Reset the item rows whose share of distrusted training rows is ≥ ``threshold`` —
-        only items not already over it at the previous scoring (those learnt from trusted
-        rows only since then)."""
-        total = torch.bincount(items, minlength=n_items)
-
-        def over(k: torch.Tensor) -> torch.Tensor:
-            distrusted = torch.bincount(items[~k], minlength=n_items)
-            return (total > 0) & (distrusted >= threshold * total)
-
-        reset = over(keep)
-        if previous_keep is not None and not bool(previous_keep.all()):
-            reset &= ~over(previous_keep)
-        table = trainer.model.item_emb
-        table[reset] = initial["item_emb"].to(table.device)[reset]
-        state = trainer.optimizer.state.get(table, {})
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in state:
-                state[key][reset] = 0
-        return int(reset.sum())
-
-    @staticmethod
     def _item_l2(items: torch.Tensor, keep: torch.Tensor, n_items: int,
                  prior: float, power: float = 1.0) -> torch.Tensor:
         """Per item, the extra L2 per occurrence λ / n_i^power (n_i: the item's trusted
@@ -483,7 +366,8 @@ class SHARE(AdversarialDefense):
         return prior / counts.clamp_min(1.0).pow(power)
 
     def _audience(self, val_users: torch.Tensor, size: int) -> torch.Tensor:
-        """A fixed random sample of the users that have validation rows."""
+        """A fixed random sample of the users that have validation rows (the users whose lists
+        the platform can check)."""
         users = torch.unique(val_users)
         if len(users) == 0:
             raise ValueError("share: the validation data is empty; SHARE needs validation "
@@ -492,110 +376,14 @@ class SHARE(AdversarialDefense):
         pick = torch.randperm(len(users), generator=gen)[:size].to(users.device)
         return users[pick]
 
-    @staticmethod
-    def _model_free(opt) -> bool:
-        """True when the valuation is the group signal alone (no model-based term)."""
-        model_terms = (opt.validation_weight + opt.exposure_weight + opt.reach_weight
-                       + opt.push_weight + opt.unanimity_weight + opt.support_weight)
-        return opt.group_weight > 0 and model_terms <= 0 and opt.alpha >= 1
-
-    def _score(self, model, train, val, data, audience, proximity, pattern, opt, group=None,
-               model_free: bool = False):
-        """The rows to distrust: see ``eliminate_amount``. ``model_free``: value by the group
-        signal alone (the first-epoch screening, or a group-only valuation)."""
-        budget = int(opt.eliminate_fraction * len(train[0]))
-        if model_free:
-            value = -group
-        else:
-            value = self._value(model, train, val, data, audience, proximity, pattern, opt,
-                                group).value
-        if opt.eliminate_amount == "significant":
-            flagged = torch.nonzero(group >= opt.group_min_partners).squeeze(1)
-            if len(flagged) > budget:
-                flagged = flagged[torch.argsort(value[flagged], stable=True)[:budget]]
-            return torch.sort(flagged).values
-        if opt.granularity == "user":
-            return lowest_users_rows(value, train[0], data.n_users, opt.eliminate_fraction)
-        rows = lowest_rows(value, opt.eliminate_fraction, train[0], opt.max_user_share)
-        return concentrated_rows(rows, train[1], data.n_items, opt.min_item_share)
-
-    def _value(self, model, train, val, data, audience, proximity, pattern, opt, group):
-        val_pattern, val_ratings = val
-        return value_samples(model.user_emb, model.item_emb, train, val_pattern, data.n_users,
-                               data.n_items, audience, proximity, alpha=opt.alpha,
-                               validation_weight=opt.validation_weight,
-                               exposure_weight=opt.exposure_weight,
-                               reach_weight=opt.reach_weight, push_weight=opt.push_weight,
-                               unanimity_weight=opt.unanimity_weight,
-                               unanimity_prior=opt.unanimity_prior,
-                               support_weight=opt.support_weight,
-                               support_prior=opt.support_prior, combine=opt.combine,
-                               active_fraction=opt.active_fraction, k=opt.top_k,
-                               tau=opt.exposure_tau, pattern=pattern, val_ratings=val_ratings,
-                               group=group, group_weight=opt.group_weight)
-
-    @staticmethod
-    @torch.no_grad()
-    def _ranking_quality(trainer, liked_rows, seen, k: int) -> float:
-        """Validation HR@k of the held-out liked items (the trainer's full-ranking check)."""
-        saved, trainer.val_k = trainer.val_k, k
-        try:
-            return trainer.validation_hr(liked_rows[0], liked_rows[1], seen)
-        finally:
-            trainer.val_k = saved
-
     @torch.no_grad()
     def _components(self, trainer, val, active, n_users: int, quality: float):
-        """Quality, robustness and fairness of the current model on validation data."""
-        users, items, ratings = val
-        model = trainer.model
-        if trainer.hand_derived():
-            P, Q = model.user_emb, model.item_emb
-            p, q = P[users], Q[items]
-            pred = (p * q).sum(1)
-            err = pred - ratings
-            sq_p, norm_p, norm_q = p.pow(2).sum(1), p.norm(dim=1), q.norm(dim=1)
-            eps = self.reference_eps(trainer, sq_p)
-            step = eps * torch.sign(err)
-            inv = torch.where((norm_p > 0) & (norm_q > 0),
-                              1.0 / (norm_p * norm_q).clamp_min(1e-12), torch.zeros_like(norm_p))
-            err_adv = err + step * (norm_p + norm_q) + step * step * pred * inv
-            clean, adv = err.pow(2), err_adv.pow(2)
-        else:
-            clean, adv = self._autograd_gap(trainer, users, items, ratings)
+        """Quality, robustness and fairness of the current model on validation data; the
+        robustness at the base ε (not the chosen arm's), so it measures the model."""
+        clean, adv = perturbed_losses(trainer, val, self.options.eps)
         gap = float(adv.mean() - clean.mean())
-        fair = fairness_gap(clean.double(), users, active, n_users)
+        fair = fairness_gap(clean.double(), val[0], active, n_users)
         return RewardComponents(quality=quality, robustness=-gap, fairness=-fair)
-
-    def reference_eps(self, trainer, user_sq_norms: torch.Tensor) -> torch.Tensor:
-        """ε at the base strength (not the chosen arm's), so robustness is comparable."""
-        if not trainer.personalized:
-            return torch.full_like(user_sq_norms, self.options.eps)
-        mean = user_sq_norms.mean().clamp_min(1e-12)
-        return self.options.eps * 2.0 * torch.sigmoid(user_sq_norms / mean - 1.0)
-
-    def _autograd_gap(self, trainer, users, items, ratings):
-        """Per-row clean and perturbed validation losses for any model (autograd)."""
-        model = trainer.model
-        saved = trainer.eps
-        trainer.eps = self.options.eps
-        clean_all, adv_all = [], []
-        try:
-            for idx in torch.arange(len(users), device=users.device).split(65536):
-                with torch.enable_grad():
-                    embs = [e.detach().requires_grad_(True)
-                            for e in model.embed(users[idx], items[idx])]
-                    pred = model.head(embs, users[idx], items[idx])
-                    losses = trainer.sample_losses(pred, ratings[idx])
-                    deltas = trainer.perturbations(embs, users[idx], items[idx], losses,
-                                                   losses.mean())
-                adv_pred = model.head([e + d for e, d in zip(embs, deltas)], users[idx],
-                                      items[idx])
-                clean_all.append(losses.detach())
-                adv_all.append(trainer.sample_losses(adv_pred, ratings[idx]).detach())
-        finally:
-            trainer.eps = saved
-        return torch.cat(clean_all), torch.cat(adv_all)
 
 
 def _variant(name: str, doc: str, **overrides):

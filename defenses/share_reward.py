@@ -9,6 +9,10 @@ epoch is z-scored against the recent changes (exponential moving mean and varian
 three live on one scale and the trend of training is not credited to an arm. A UCB1 bandit
 over strength multipliers (default {0.5, 1, 2}, applied to ε and to the adversarial weight)
 credits R to the multiplier used in that epoch and picks the next one.
+
+``RewardedStrength`` runs this over one training run; ``ValidationQuality`` (Q, which also
+selects SHARE's returned epoch) and ``perturbed_losses`` (the losses behind B and F) are the
+measurements it is fed.
 """
 from __future__ import annotations
 
@@ -113,3 +117,128 @@ def fairness_gap(per_row_loss: torch.Tensor, users: torch.Tensor, active: torch.
     if not a.any() or not rest.any():
         return 0.0
     return float((per_user[a].mean() - per_user[rest].mean()).abs())
+
+
+class RewardedStrength:
+    """Part (c) over a run: before each epoch past the warm-up the bandit picks a multiplier of
+    ε and of the adversarial weight; after it, the epoch's reward is credited to that arm.
+    ``on`` False (part c off, or no adversarial training to steer): the base strength stays."""
+
+    def __init__(self, opt, on: bool) -> None:
+        self.on = on
+        self.eps, self.adv_weight, self.warmup = opt.eps, opt.adv_weight, opt.warmup
+        self.weights = (opt.w_quality, opt.w_robustness, opt.w_fairness)
+        self.tracker = RewardTracker(*self.weights)
+        self.bandit = UCBBandit(opt.arms, opt.ucb_c)
+        self.arm: int | None = None
+
+    def past_warmup(self, trainer) -> bool:
+        return self.on and trainer.epoch >= self.warmup
+
+    def choose(self, trainer) -> float | None:
+        """Set the trainer's ε and adversarial weight for the next epoch; the multiplier, or
+        None while the base strength stays (warm-up, or part (c) off)."""
+        self.arm = None
+        if not self.past_warmup(trainer):
+            return None
+        self.arm = self.bandit.select()
+        multiplier = self.bandit.arms[self.arm]
+        trainer.eps = self.eps * multiplier
+        trainer.adv_weight = self.adv_weight * multiplier
+        return multiplier
+
+    def credit(self, components: RewardComponents) -> dict:
+        """The reward of the change since the last measurement, credited to the arm of the
+        epoch just trained (the first measurement after the warm-up has no arm); the entries
+        to log."""
+        logged = {"quality": components.quality, "robustness": components.robustness,
+                  "fairness": components.fairness}
+        reward, zs = self.tracker.reward(components)
+        if self.arm is not None:
+            self.bandit.update(self.arm, reward)
+            logged["reward"] = reward
+            logged["z"] = [round(z, 4) for z in zs]
+        return logged
+
+    def restart(self) -> None:
+        """Training starts over: the changes are measured afresh (the bandit keeps its
+        experience)."""
+        self.tracker = RewardTracker(*self.weights)
+
+    def info(self) -> dict:
+        arms = list(map(str, self.bandit.arms))
+        return {"arm_counts": dict(zip(arms, self.bandit.counts)),
+                "arm_mean_reward": dict(zip(arms, [round(m, 4) for m in self.bandit.means()]))}
+
+
+class ValidationQuality:
+    """Quality Q of the model after an epoch, which also selects the returned epoch: "loss" =
+    −validation loss; "hr" = validation HR@``k`` of the held-out liked items (normalized rating
+    ≥ ``positive_rating``), ranked among the items the user did not train on."""
+
+    def __init__(self, kind: str, train: tuple, val: tuple, positive_rating: float,
+                 k: int) -> None:
+        liked = val[2] >= positive_rating - 1e-6
+        if kind == "hr" and not bool(liked.any()):
+            raise ValueError(f"share: no validation rating reaches positive_rating "
+                             f"{positive_rating}, so quality 'hr' has nothing to rank; "
+                             "lower positive_rating or set quality: loss")
+        self.kind, self.k = kind, k
+        self.liked_rows = (val[0][liked], val[1][liked])
+        self.seen = (train[0], train[1])
+
+    @torch.no_grad()
+    def __call__(self, trainer, val_loss: float) -> float:
+        if self.kind != "hr":
+            return -val_loss
+        saved, trainer.val_k = trainer.val_k, self.k   # the trainer's full-ranking check
+        try:
+            return trainer.validation_hr(self.liked_rows[0], self.liked_rows[1], self.seen)
+        finally:
+            trainer.val_k = saved
+
+
+def reference_eps(personalized: bool, eps: float, user_sq_norms: torch.Tensor) -> torch.Tensor:
+    """ε at the base strength (not the chosen arm's), so robustness is comparable across
+    epochs: SHARE's per-user rule, or one ε for every row."""
+    if not personalized:
+        return torch.full_like(user_sq_norms, eps)
+    mean = user_sq_norms.mean().clamp_min(1e-12)
+    return eps * 2.0 * torch.sigmoid(user_sq_norms / mean - 1.0)
+
+
+@torch.no_grad()
+def perturbed_losses(trainer, val: tuple, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per validation row, the clean loss and the loss under the reference perturbation of
+    size ``eps``: closed form for the hand-derived MF path, autograd for any other model."""
+    users, items, ratings = val
+    model = trainer.model
+    if trainer.hand_derived():
+        P, Q = model.user_emb, model.item_emb
+        p, q = P[users], Q[items]
+        pred = (p * q).sum(1)
+        err = pred - ratings
+        sq_p, norm_p, norm_q = p.pow(2).sum(1), p.norm(dim=1), q.norm(dim=1)
+        step = reference_eps(trainer.personalized, eps, sq_p) * torch.sign(err)
+        inv = torch.where((norm_p > 0) & (norm_q > 0),
+                          1.0 / (norm_p * norm_q).clamp_min(1e-12), torch.zeros_like(norm_p))
+        err_adv = err + step * (norm_p + norm_q) + step * step * pred * inv
+        return err.pow(2), err_adv.pow(2)
+    saved = trainer.eps
+    trainer.eps = eps
+    clean_all, adv_all = [], []
+    try:
+        for idx in torch.arange(len(users), device=users.device).split(65536):
+            with torch.enable_grad():
+                embs = [e.detach().requires_grad_(True)
+                        for e in model.embed(users[idx], items[idx])]
+                pred = model.head(embs, users[idx], items[idx])
+                losses = trainer.sample_losses(pred, ratings[idx])
+                deltas = trainer.perturbations(embs, users[idx], items[idx], losses,
+                                               losses.mean())
+            adv_pred = model.head([e + d for e, d in zip(embs, deltas)], users[idx], items[idx])
+            clean_all.append(losses.detach())
+            adv_all.append(trainer.sample_losses(adv_pred, ratings[idx]).detach())
+    finally:
+        trainer.eps = saved
+    return torch.cat(clean_all), torch.cat(adv_all)

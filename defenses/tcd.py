@@ -43,8 +43,6 @@ that flag, their runs trained T_pre + 1 plain epochs (``t_pre`` 5 on ML-100K; RE
 """
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +50,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data.ratings import Interactions, RatingScale
+from models.selection import BestEpochSelector
 from utils.config import bounds
 from utils.seeding import torch_generator
 
@@ -165,7 +164,10 @@ class TripleCooperativeDefense(Defense):
         observed = ObservedCells(rated, data.n_users, data.n_items, device)
         generator = torch_generator(self.seed, "pseudo-labels")
 
-        best_val, best_epoch, best_state = math.inf, 0, None
+        # Only epochs trained with pseudo-labels are eligible (the last one always is): a
+        # pre-training epoch is plain training of h0 and would be TCD only by name.
+        selector = BestEpochSelector(models[0], first_eligible=opts.t_pre + 1,
+                                     last_epoch=epochs)
         n_pseudo, n_agree, counted = 0, 0, 0
         bar = tqdm(range(epochs), desc="tcd", unit="epoch", leave=False,
                    disable=not self.progress)
@@ -184,17 +186,12 @@ class TripleCooperativeDefense(Defense):
                 trainers[j].train_epoch(batch)
                 del batch
                 self._after_epoch(models[j], epoch + 1)
-            val_loss = trainers[0].validate(data.val)
-            # Only epochs trained with pseudo-labels are eligible (the last one always is): a
-            # pre-training epoch is plain training of h0 and would be TCD only by name.
-            eligible = epoch >= opts.t_pre or epoch == epochs - 1
-            if eligible and (not (val_loss >= best_val) or best_state is None):
-                best_val, best_epoch = val_loss, epoch + 1
-                best_state = copy.deepcopy(models[0].state_dict())
-        models[0].load_state_dict(best_state)
+            selector.offer(epoch + 1, trainers[0].validate(data.val))
+        selector.restore()
         n_unobserved = data.n_users * data.n_items - len(rated)
         return models[0], {
-            "best_epoch": best_epoch, "best_val": best_val, "t_pre": opts.t_pre,
+            "best_epoch": selector.best_epoch, "best_val": selector.best_value,
+            "t_pre": opts.t_pre,
             "pseudo_rate": opts.pseudo_rate, "projection": opts.projection,
             "pseudo_per_model_epoch": n_pseudo / max(counted, 1),
             "agreement": n_agree / max(counted * n_unobserved, 1),

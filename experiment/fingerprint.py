@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     from experiment.workspace import Workspace
 
     try:
-        cfg = load_config(args.config, args.overrides + ["progress=false"])
+        cfg = load_config(args.config, args.overrides)
+        cfg.progress = False
         if args.repeat >= cfg.repeats:
             cfg.repeats = args.repeat + 1
         ws = Workspace(cfg)
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     columns = {name: fingerprint(fake, data.interactions, data.n_items, targets, data.scale)
                for name, fake in sets.items()}
-    raw_targets = ", ".join(str(int(t)) for t in data.raw_item_ids[targets])
+    raw_targets = ", ".join(str(t) for t in data.raw_item_ids[targets])
     print(f"# fingerprints · {dataset} · repeat {args.repeat} · targets ({kind}) raw ids "
           f"{raw_targets}\n")
     print(format_table(columns))

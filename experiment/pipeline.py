@@ -22,14 +22,17 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from attacks import AttackError
+from attacks.poison_file import FileAttack
 from data import load_dataset
 from experiment import reporting, results_folder
 from utils.atomic import atomic_write_text
 from utils.config import ConfigError, ExperimentConfig, as_list, dump_yaml, for_dataset
 from experiment.executors import make_executor
-from experiment.planning import Cell, Task, cell_key, params_text, plan_cells, plan_tasks
+from experiment.planning import (FILE_ATTACK, Cell, Task, cell_key, component_options,
+                                 params_text, plan_cells, plan_tasks)
 from utils.seeding import content_key, derive_seed
-from experiment.workspace import jsonable, list_target_indices, save_npz
+from experiment.workspace import Workspace, jsonable, list_target_indices, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,8 @@ def _failure_record(cell: Cell, key: str, error: str, cfg: ExperimentConfig) -> 
 
 def check_against_datasets(cfg: ExperimentConfig) -> None:
     """What only the data can tell, checked before any training: K below every dataset's item
-    count (HR@K is 1 otherwise) and the ids of ``targets.items`` in the dataset. Only on the
-    local executor: a Ray driver may not hold the data."""
+    count (HR@K is 1 otherwise), the ids of ``targets.items`` in the dataset and every poison
+    file. Only on the local executor: a Ray driver may not hold the data."""
     if cfg.executor != "local":
         return
     for name in as_list(cfg.dataset.name):
@@ -87,6 +90,29 @@ def check_against_datasets(cfg: ExperimentConfig) -> None:
                                      f"{data.n_items} items of {name}")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if FILE_ATTACK in as_list(dcfg.attack.name):
+            check_poison_files(dcfg, name)
+
+
+def check_poison_files(cfg: ExperimentConfig, name: str) -> None:
+    """Every poison file of dataset ``name``'s cells read as its cells will read it (readable,
+    its format, shape or item ids, ratings, every target of each repeat rated, the profile
+    count): a bad file is a config error before the results folder is made."""
+    ws = Workspace(cfg)
+    checked = set()
+    for cell in plan_cells(cfg):
+        setting = (cell.repeat, cell.target_kind, cell.attack_params, cell.n_fake)
+        if cell.dataset != name or cell.attack != FILE_ATTACK or setting in checked:
+            continue
+        checked.add(setting)
+        split = ws.split(name, cell.repeat)
+        targets = ws.targets(name, cell.repeat, cell.target_kind)
+        attack = FileAttack(component_options(cfg, "attack", FILE_ATTACK, cell.attack_params))
+        try:
+            attack.read(split.n_items, split.scale, targets, ws.data(name).raw_item_ids,
+                        cell.n_fake)
+        except AttackError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def run_experiment(cfg: ExperimentConfig, argv: list[str] | None = None) -> Path:

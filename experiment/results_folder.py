@@ -5,8 +5,9 @@ at a time, and shared only by runs of the same setting.
   before anything trains (:func:`check_writable`).
 - **One runner.** A run holds an exclusive lock on ``<folder>/.lock`` while it computes and
   writes; a second run of the same experiment says so and waits, then resumes from the cells
-  the first one finished (nothing is computed twice). The operating system releases the lock
-  of a killed run, so a stale lock never blocks anyone (:class:`FolderLock`; POSIX ``flock``).
+  the first one finished (nothing is computed twice). The file is removed when the run ends
+  (done, failed or interrupted); the operating system releases the lock of a killed run, so
+  the file it leaves is stale and never blocks anyone (:class:`FolderLock`; POSIX ``flock``).
 - **No run destroys another's tables.** Runs whose *setting* (everything but the grid
   coordinates, the component options and the execution settings: the seed, the split, the
   target count, the model's hyper-parameters, K…) equals the folder's share it, and its tables
@@ -124,8 +125,9 @@ def check_writable(folder: Path) -> None:
 
 
 class FolderLock:
-    """Exclusive lock on ``folder/.lock`` for the duration of a run; waits (with a notice) while
-    another process holds it. Without ``fcntl`` (Windows) it does nothing."""
+    """Exclusive lock on ``folder/.lock`` for the duration of a run, removed at its end; waits
+    (with a notice) while another process holds it. Without ``fcntl`` (Windows) it does
+    nothing."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / ".lock"
@@ -136,15 +138,25 @@ class FolderLock:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return self
-        self.handle = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "another process"
-            log.warning("%s is being written by %s; waiting for it to finish (its finished "
-                        "cells are then reused, not recomputed)", self.path.parent, holder)
-            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        warned = False
+        while True:
+            self.handle = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not warned:
+                    self.handle.seek(0)
+                    holder = self.handle.read().strip() or "another process"
+                    log.warning("%s is being written by %s; waiting for it to finish (its "
+                                "finished cells are then reused, not recomputed)",
+                                self.path.parent, holder)
+                    warned = True
+                fcntl.flock(self.handle, fcntl.LOCK_EX)
+            # The holder removes the file on exit: a lock taken on a removed (or replaced)
+            # file guards nothing, so take it again on the file now at the path.
+            if _same_file(self.handle, self.path):
+                break
+            self.handle.close()
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.write(f"pid {os.getpid()}")
@@ -153,8 +165,24 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         if self.handle is not None:
-            self.handle.close()  # closing releases the lock
-            self.handle = None
+            # Removed while still held (a waiting run then locks the file anew, see above);
+            # a killed run leaves it, unlocked: the next run takes it at once.
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:
+                pass  # a folder made read-only meanwhile: the file stays, stale, harmless
+            finally:
+                self.handle.close()  # closing releases the lock
+                self.handle = None
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
 def cell_id(cell: Cell) -> str:

@@ -1,7 +1,8 @@
 """Training loop shared by every defense: fit, train an epoch, validate, keep the best epoch.
 
-Model selection uses the validation data only (never the test set). ``Trainer.train_step`` is
-the autograd step any model supports and that defenses override to add adversarial terms;
+Model selection uses the validation data only (never the test set), through
+``models.selection.BestEpochSelector`` like TCD and SHARE. ``Trainer.train_step`` is the
+autograd step any model supports and that defenses override to add adversarial terms;
 ``Trainer.fast_epoch`` is a hand-derived gradient path for plain explicit MF (the hot loop of
 Origin, Attack, TCD and the attacks' surrogates): no autograd graph, the same mathematics as the
 straightforward loop (see benchmarks/). With Adam it runs the whole epoch as one compiled loop
@@ -17,7 +18,6 @@ selection value is −HR (lower is better, like the explicit validation MSE).
 """
 from __future__ import annotations
 
-import copy
 import warnings
 import math
 import time
@@ -33,6 +33,7 @@ from data.ratings import Interactions, RatingScale
 from .mf import BatchLayout
 from .mf_kernel import MFAdamKernel
 from .optimizers import make_optimizer
+from .selection import BestEpochSelector
 
 # Sparse CSR support is marked beta; the products used here are stable and tested.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -525,9 +526,11 @@ class Trainer:
         epoch is validated: a co-training attacker's hook (``Defense.epoch_hook``)."""
         epochs = epochs or self.cfg.epochs
         start = time.perf_counter()
-        best_val, best_epoch, best_state = math.inf, 0, None
         history = []
-        first = self.epoch + 1  # epochs are counted across fits; select_from is absolute too
+        # Epochs are counted across fits, select_from too; the last epoch of this fit is
+        # eligible even when select_from lies beyond it.
+        selector = BestEpochSelector(self.model, first_eligible=select_from,
+                                     last_epoch=self.epoch + epochs)
         for _ in range(epochs):
             loss = self.train_epoch(self.epoch_data(train))
             if epoch_hook is not None:
@@ -536,16 +539,12 @@ class Trainer:
             history.append({"epoch": self.epoch, "train_loss": loss, "val_loss": val_loss})
             if self.feedback == "implicit":
                 history[-1][f"val_hr@{self.val_k}"] = -val_loss
-            # The last epoch of this fit is eligible even when select_from lies beyond it.
-            eligible = self.epoch >= select_from or self.epoch == first + epochs - 1
-            if eligible and (not (val_loss >= best_val) or best_state is None):
-                best_val, best_epoch = val_loss, self.epoch
-                best_state = copy.deepcopy(self.model.state_dict())
+            selector.offer(self.epoch, val_loss)
             if progress is not None:
                 progress.update(1)
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        return FitResult(best_epoch, best_val, history, time.perf_counter() - start)
+        selector.restore()
+        return FitResult(selector.best_epoch, selector.best_value, history,
+                         time.perf_counter() - start)
 
     def epoch_data(self, train):
         """The data for the next epoch (defenses that add pseudo-labels override this)."""

@@ -51,3 +51,61 @@ def test_main_rejects_duplicate_key_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("config error:") and "key model given twice" in err
     assert not results.exists() and not (REPO / "results" / experiment).exists()
+
+
+# ----------------------------------------------------------------------------- issue 33, item 5
+
+def run_main(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_key_given_twice_is_an_error_as_in_a_yaml_file(tmp_path):
+    """``model.epochs=3 model.epochs=4`` used to run with 4 epochs; the same key twice in a
+    YAML file is an error, so on the command line it is one too: one line, exit 2, nothing
+    written, earlier results untouched."""
+    results = tmp_path / "results"
+    (results / "previous").mkdir(parents=True)
+    (results / "previous" / "runs.csv").write_text("kept\n")
+    proc = run_main(f"results_dir={results}", "dataset=synthetic", "model.epochs=3",
+                    "model.epochs=4", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "config error: command line: key model.epochs given twice (model.epochs=3 and "
+        "model.epochs=4); keep one"]
+    assert sorted(p.name for p in results.iterdir()) == ["previous"]
+    assert (results / "previous" / "runs.csv").read_text() == "kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["model.epochs=3", "model={epochs: 4, dim: 8}"], "model.epochs"),
+    (["dataset=file", "dataset.name=ml-100k"], "dataset.name"),
+    (["attack=[random,average]", "attack.name=aush"], "attack.name"),
+    (["attack.options={}", "attack.options.file.path=a.csv"], "attack.options"),
+])
+def test_cli_key_given_twice_in_any_spelling(overrides, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert str(info.value) == (f"command line: key {key} given twice ({overrides[0]} and "
+                               f"{overrides[1]}); keep one")
+
+
+def test_cli_section_name_beside_its_keys_is_not_a_key_given_twice():
+    cfg = load_config(None, ["dataset.root=/data", "dataset=filmtrust", "model=mf",
+                             "model.epochs=3", "attack.options={aush: {epochs: 3}}",
+                             "attack=aush", "attack.options.pga.surrogate_epochs=2"])
+    assert (cfg.dataset.name, cfg.dataset.root, cfg.model.epochs) == ("filmtrust", "/data", 3)
+    assert cfg.attack.options == {"aush": {"epochs": 3}, "pga": {"surrogate_epochs": 2}}
+
+
+def test_quiet_beside_progress_true_is_not_a_key_given_twice(tmp_path):
+    # --quiet sets progress after the overrides; the run then stops at the first data check.
+    proc = run_main(f"results_dir={tmp_path / 'results'}", "dataset=synthetic", "progress=true",
+                    "evaluation.k=200", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and "evaluation.k=200" in proc.stderr
+    assert not (tmp_path / "results").exists()

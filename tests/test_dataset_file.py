@@ -105,9 +105,14 @@ def test_rating_steps_and_max_rating(tmp_path):
     ("1\t10\t5\n2\t11\tfive\n", {}, r"line 2 has a non-numeric rating 'five'"),
     ("1\t10\t5\t9\n\n2\t11\t4\tyesterday\n", {"columns": ["user", "item", "rating", "timestamp"]},
      r"line 3 has a non-numeric timestamp 'yesterday'"),
-    ("1\t10\t5\n1\t11\t6\n", {}, r"line 2 has rating 6, outside \(0, 5\].*dataset.max_rating"),
-    ("1\t10\t0\n", {}, r"line 1 has rating 0, outside \(0, 5\]"),
-    ("1\t10\t5\n1\t11\t3.5\n", {}, r"line 2 has rating 3.5, not on the grid.*dataset.rating_steps"),
+    ("1\t10\t5\n1\t11\t6\n1\t12\t10\n", {},
+     r"line 2 has rating 6, outside \(0, 5\]; fix the line or set dataset.max_rating \(the "
+     r"file's ratings reach 10: dataset.max_rating=10 if that is the top of its scale\)$"),
+    ("1\t10\t0\n", {}, r"line 1 has rating 0, outside \(0, 5\]; ratings are positive: fix"),
+    ("1\t10\t5\n1\t11\t3.5\n", {}, r"line 2 has rating 3.5, not on the grid.*"
+                                     r"set dataset.rating_steps=10$"),
+    ("1\t10\t5\n1\t11\t3.14159\n", {}, r"line 2 has rating 3.14159, not on the grid of 5 "
+     r"levels \(1, 2, …, 5\); no grid of up to 1000 levels holds every rating of the file"),
     ("1\t10\t5\n2\t10\t3\n1\t10\t4\n", {},
      r"rates item 10 twice \(lines 1 and 3\).*set dataset.duplicates: first\|last to keep one"),
     ("user\titem\trating\n1\t10\t5\n", {}, r"line 1 has a non-numeric rating.*dataset.header"),
@@ -125,6 +130,53 @@ def test_every_problem_is_one_line_naming_file_line_and_fix(tmp_path, text, keys
         load(path, **keys)
     msg = str(info.value)
     assert "\n" not in msg and msg.startswith(str(path))
+
+
+@pytest.mark.parametrize("ratings, keys, steps", [
+    ([0.5, 3.5, 5, 4.5], {}, 10),                               # half stars up to 5
+    ([1, 2.5, 4, 5], {"rating_steps": 4}, 10),                   # a wrong rating_steps given
+    ([0.25, 4, 3.75], {"max_rating": 4}, 16),
+    ([1, 2, 3, 4, 5], {"rating_steps": 4}, 5),
+])
+def test_ratings_between_the_levels_name_the_rating_steps_that_fit_the_file(
+        tmp_path, ratings, keys, steps):
+    path = write(tmp_path, "".join(f"{n}\t{n}\t{r}\n" for n, r in enumerate(ratings)))
+    with pytest.raises(DatasetError) as info:
+        load(path, **keys)
+    assert str(info.value).endswith(f"set dataset.rating_steps={steps}")
+    assert "fix the line" not in str(info.value)
+    data = load(path, **{**keys, "rating_steps": steps})  # the value named fits the file
+    top = keys.get("max_rating", 5)
+    assert sorted(data.interactions.ratings * top) == pytest.approx(sorted(ratings))
+
+
+def test_movielens_latest_half_stars_on_the_command_line(tmp_path):
+    """A MovieLens-latest ``ratings.csv`` (half stars 0.5–5, a header) used to
+    stop with "fix the line or set dataset.rating_steps": every line was valid. The one line
+    names the value that fits, nothing is written, and that value runs."""
+    import subprocess
+    import sys
+
+    rows = small_ratings()
+    body = "".join(f"{u + 1},{100 + i},{r - 0.5 * (n % 3 == 0)},{964982703 + n}\n"
+                   for n, (u, i, r) in enumerate(rows))
+    write(tmp_path, "userId,movieId,rating,timestamp\n" + body, "ratings.csv")
+    args = [sys.executable, str(REPO / "main.py"), "dataset=file", "dataset.path=ratings.csv",
+            "dataset.sep=,", "dataset.header=true", "dataset.columns=[user,item,rating,timestamp]",
+            "results_dir=results", "dataset.cache_dir=cache", "evaluation.k=10", "model.epochs=2",
+            "attack=random", "--quiet"]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"error: ratings.csv: line 2 has rating {rows[0][2] - 0.5}, not on the grid of 5 levels "
+        "(1, 2, …, 5); "
+        "every rating of the file is on the grid of 10 levels (0.5, 1, …, 5): set "
+        "dataset.rating_steps=10"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ratings.csv"]
+    proc = subprocess.run(args + ["dataset.rating_steps=10"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "results" / "default" / ".lock").exists()
 
 
 def test_missing_file(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from defenses import DEFENSES, TrainingData
-from defenses import share as share_module
+from defenses import share_elimination
 from defenses.share import SHARE, SHARETrainer, decode_eliminated, decode_rows, encode_rows
 from defenses.share_reward import RewardComponents, RewardTracker, UCBBandit
 from defenses.share_valuation import (item_proximity, lowest_rows, lowest_users_rows,
@@ -103,7 +103,7 @@ def test_share_eliminates_exactly_the_lowest_valued_rows(planted, monkeypatch):
         seen.append(values.value.clone())
         return values
 
-    monkeypatch.setattr(share_module, "value_samples", recording)
+    monkeypatch.setattr(share_elimination, "value_samples", recording)
     # The first default (a fixed budget of the lowest-valued rows), share_v1.
     v1 = DEFENSES["share_v1"]
     options = v1.parse_options({"warmup": 3, "rescore_every": 4, "reward": False})
@@ -265,7 +265,8 @@ def test_items_mostly_distrusted_go_back_to_their_initial_embedding(planted):
     rows_1 = torch.nonzero(items == 1).squeeze(1)
     keep[rows_1[: len(rows_1) // 3]] = False                  # item 1: a third
     before = trainer.model.item_emb.detach().clone()
-    n = SHARE._reset_distrusted_items(trainer, initial, items, keep, data.n_items, 0.5)
+    n = share_elimination.reset_distrusted_items(trainer, initial, items, keep, data.n_items,
+                                                 0.5)
     after = trainer.model.item_emb.detach()
     assert n == 1 and torch.equal(after[0], initial["item_emb"][0])
     assert torch.equal(after[1:], before[1:])

@@ -107,8 +107,9 @@ def test_poison_files_bring_their_count_and_name_their_rows(tmp_path):
     tables = (out / "tables.md").read_text()
     assert "| crowd_a |" in tables and "| crowd_b |" in tables and "path=" not in tables
 
-    # attack.n_fake is checked against the file.
+    # attack.n_fake is checked against the file, before the results folder is made.
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(small_tree(tmp_path, experiment="mismatch", attack={
         "name": ["file"], "n_fake": 10, "options": {"file": {"path": first}}})))
-    assert main(["--config", str(path), "--quiet"]) == 1
+    assert main(["--config", str(path), "--quiet"]) == 2
+    assert not (out.parent / "mismatch").exists()

@@ -115,3 +115,63 @@ def test_progress_into_a_log_file_is_one_plain_line_per_cell(tmp_path):
     assert "\x1b" not in proc.stderr and "\r" not in proc.stderr
     cell_lines = [line for line in proc.stderr.splitlines() if re.match(r"\[\d+/3\] ", line)]
     assert len(cell_lines) == 3
+
+
+# ----------------------------------------------------------------------------- issue 33, item 6
+
+def write_config(tmp_path, **sections):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(small_tree(tmp_path, **sections)))
+    return path
+
+
+def test_a_finished_run_leaves_no_lock_file(tmp_path):
+    """``.lock`` used to stay in every results folder after a successful run."""
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "--config",
+                           str(write_config(tmp_path)), "--quiet"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "results" / "t"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "cells", "config.yaml", "figures", "meta.json", "plan.json", "runs.csv",
+        "summary.csv", "tables.md", "tables.tex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "cache", "results"]
+
+
+def test_an_interrupted_run_removes_its_lock_file(tmp_path, monkeypatch, capsys):
+    from experiment.workspace import Workspace
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Workspace, "train", interrupted)
+    assert main(["--config", str(write_config(tmp_path)), "--quiet"]) == 130
+    assert capsys.readouterr().err.startswith("interrupted:")
+    folder = tmp_path / "results" / "t"
+    assert sorted(p.name for p in folder.iterdir()) == ["cells", "config.yaml"]
+
+
+def test_a_killed_runs_lock_file_is_stale_and_removed_by_the_next_run(tmp_path):
+    """A killed run cannot remove its ``.lock``: the operating system releases the lock, so the
+    next run takes it at once (no waiting), runs, and removes the file."""
+    folder = tmp_path / "results" / "t"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from experiment.results_folder import FolderLock\n"
+         f"with FolderLock(Path({str(folder)!r})):\n"
+         "    print('locked', flush=True)\n    time.sleep(600)\n"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+        holder.stdout.close()
+    assert (folder / ".lock").read_text() == f"pid {holder.pid}"   # left behind by the kill
+    proc = subprocess.run([sys.executable, str(REPO / "main.py"), "--config",
+                           str(write_config(tmp_path))],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "waiting" not in proc.stderr
+    assert not (folder / ".lock").exists() and (folder / "runs.csv").is_file()

@@ -2,12 +2,12 @@
 
 Layers, later wins: the dataclass defaults below, the YAML file (``config.yaml`` or
 ``--config FILE``), then ``key=value`` overrides from the command line (values parsed as YAML).
-Everything is validated before any work starts: an empty file, a key given twice in the file, an
-unknown key (with the closest valid one), a wrong type, an unknown component name (with the valid
-list) or an out-of-range value raises :class:`ConfigError` with one line naming the problem and
-the fix. This module checks the schema and imports nothing of the package above it; names and
-options of datasets, models, attacks and defenses are checked against their registries by
-``experiment/validation.py`` (``load_config``).
+Everything is validated before any work starts: an empty file, a key given twice (in the file or
+on the command line), an unknown key (with the closest valid one), a wrong type, an unknown
+component name (with the valid list) or an out-of-range value raises :class:`ConfigError` with
+one line naming the problem and the fix. This module checks the schema and imports nothing of the
+package above it; names and options of datasets, models, attacks and defenses are checked against
+their registries by ``experiment/validation.py`` (``load_config``).
 
 A section may be given as a bare string, which sets its ``name`` (``attack: aush``,
 ``dataset=ml-1m`` on the command line). Fields typed ``X | list[X]`` are grid coordinates: a list
@@ -452,11 +452,46 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def _override_keys(keys: list[str], value: Any) -> list[str]:
+    """The dotted keys one ``key=value`` override sets: a mapping value sets each of its keys,
+    a bare name given to a section sets its ``name`` (``dataset=file`` sets dataset.name)."""
+    if isinstance(value, dict) and value:
+        return [key for sub, inner in value.items()
+                for key in _override_keys(keys + [str(sub)], inner)]
+    tp: Any = ExperimentConfig
+    for part in keys:
+        fields = {f.name: f for f in dataclasses.fields(tp)} if dataclasses.is_dataclass(tp) \
+            else {}
+        tp = typing.get_type_hints(tp)[part] if part in fields else None
+    if dataclasses.is_dataclass(tp) and isinstance(value, (str, list)) and \
+            "name" in {f.name for f in dataclasses.fields(tp)}:
+        keys = keys + ["name"]
+    return [".".join(keys)]
+
+
+def _check_overrides_once(overrides: list[str]) -> None:
+    """A key set by two overrides (``model.epochs=3 model.epochs=4``, or ``model.epochs=3
+    'model={epochs: 4}'``, or a key and a mapping over it) is an error, as a key given twice in
+    a YAML file is: the last one silently winning hides a typo."""
+    given: dict[str, str] = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        for key in _override_keys(keys, value):
+            for earlier, source in given.items():
+                if key == earlier or key.startswith(earlier + ".") or \
+                        earlier.startswith(key + "."):
+                    shorter = min(key, earlier, key=len)
+                    raise ConfigError(f"command line: key {shorter} given twice ({source} and "
+                                      f"{text.strip()}); keep one")
+            given[key] = text.strip()
+
+
 def read_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
     """Defaults ← YAML file ← overrides, checked against the schema (:func:`check_schema`).
     Component names and options are checked against the registries one floor up
     (``experiment/validation.py``: ``load_config``), which every entry point uses."""
     tree = read_yaml(path) if path is not None else {}
+    _check_overrides_once(list(overrides))
     for text in overrides:
         keys, value = parse_override(text)
         _set_path(tree, keys, value)
