@@ -1,0 +1,65 @@
+"""PORE's certificate on the authors' own frequency files (ML-100K, T = 100,000 base
+recommenders, s = 200, N' = 1; ``../shared/datasets/pore-100k/``): certified precision@N and
+recall@N at e = 0, 1, 2, 5, 10 for the SAR and BPR bases, beside the numbers the authors' own
+certification code gives on those files (issue 32: e = 0 and 1).
+
+    python benchmarks/pore_authors.py [--N 10] [--alpha 0.001] [--e 0 1 2 5 10]
+
+Training = ``u.data`` minus the test rows (only needed to report its size: the authors'
+certificate ranks every item, the user's own training items included, so ``candidates`` is
+all items here).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from common import data_root, machine
+from utils import certification as C
+from utils.pore_files import load_authors_run
+
+# The authors' certification code on their files, N = 10, alpha = 0.001 (issue 32).
+REFERENCE = {("sar", 0): (0.2806, 0.1502), ("bpr", 0): (0.2888, 0.1373),
+             ("sar", 1): (0.1410, 0.0799), ("bpr", 1): (0.1433, 0.0763)}
+T, S, N_PRIME = 100_000, 200, 1
+
+
+def certify_authors_run(root: Path, base: str, N: int = 10, alpha: float = 0.001,
+                        e_values=(0, 1, 2, 5, 10)) -> dict[int, tuple[float, float]]:
+    """{e: (certified precision@N, certified recall@N)} of one of the authors' runs."""
+    run = load_authors_run(root / "pore-100k", base, root / "ml-100k" / "u.data")
+    counts = run["counts"]
+    n_users = counts.shape[0]
+    r, n_ref = C.certify_reference(counts, run["test"], T, n_users, S, list(e_values), N,
+                                   N_PRIME, alpha, mode="sampled")
+    return {int(e): C.precision_recall(row, n_ref, N) for e, row in zip(e_values, r)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--N", type=int, default=10)
+    parser.add_argument("--alpha", type=float, default=0.001)
+    parser.add_argument("--e", type=int, nargs="+", default=[0, 1, 2, 5, 10])
+    args = parser.parse_args()
+    root = Path(data_root() or "../shared/datasets")
+    print(machine())
+    print(f"\n## Certified precision@{args.N} / recall@{args.N} on the authors' files "
+          f"(T={T}, s={S}, N'={N_PRIME}, alpha={args.alpha})\n")
+    print("| base | e | certified precision | certified recall | authors' code | match |")
+    print("|---|---|---|---|---|---|")
+    for base in ("sar", "bpr"):
+        start = time.perf_counter()
+        result = certify_authors_run(root, base, args.N, args.alpha, args.e)
+        seconds = time.perf_counter() - start
+        for e, (p, r) in result.items():
+            ref = REFERENCE.get((base, e)) if args.N == 10 and args.alpha == 0.001 else None
+            match = "" if ref is None else (
+                "yes" if (round(p, 4), round(r, 4)) == ref else "NO")
+            shown = "" if ref is None else f"{ref[0]:.4f} / {ref[1]:.4f}"
+            print(f"| {base} | {e} | {p:.4f} | {r:.4f} | {shown} | {match} |")
+        print(f"| {base} | | ({seconds:.2f} s: read + certify every e) | | | |")
+
+
+if __name__ == "__main__":
+    main()
