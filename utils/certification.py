@@ -269,12 +269,12 @@ def target_hr_bound(r: np.ndarray, N: int, in_top: np.ndarray, eligible: np.ndar
 
 
 def largest_certified_e(prep: Prepared, n: int, s: int, n_prime: int = 1,
-                        mode: str = "sampled", e_max: int | None = None) -> int:
-    """The largest e at which some user keeps a certified reference item (−1: none even at
-    e = 0). Doubling then bisection, assuming r_u does not grow with e (true while δ grows:
-    e well below n)."""
+                        mode: str = "sampled", e_max: int | None = None, need: int = 1) -> int:
+    """The largest e at which some user keeps at least ``need`` certified reference items
+    (−1: none even at e = 0). Doubling then bisection, assuming r_u does not grow with e (true
+    while δ grows: e well below n)."""
     def any_certified(e: int) -> bool:
-        return bool(certify(prep, n, s, [e], n_prime, mode).any())
+        return bool((certify(prep, n, s, [e], n_prime, mode) >= need).any())
 
     if not any_certified(0):
         return -1
