@@ -15,6 +15,8 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
+
 from common import data_root, machine
 from utils import certification as C
 from utils.pore_files import load_authors_run
@@ -34,6 +36,30 @@ def certify_authors_run(root: Path, base: str, N: int = 10, alpha: float = 0.001
     r, n_ref = C.certify_reference(counts, run["test"], T, n_users, S, list(e_values), N,
                                    N_PRIME, alpha, mode="sampled")
     return {int(e): C.precision_recall(row, n_ref, N) for e, row in zip(e_values, r)}
+
+
+def promotion_bound(root: Path, base: str, N: int = 10, alpha: float = 0.001,
+                    e_values=(0, 1, 2, 5, 10)) -> tuple[dict[int, float], int, int]:
+    """With each user's top-N (by frequency, ties by item id, training items excluded) as the
+    reference set: {e: share of users whose top-N is NOT fully certified} (the target-HR@N
+    bound for a target no user rated), the largest e at which some user's whole top-N is
+    certified, and the largest e at which some user keeps one certified test item."""
+    run = load_authors_run(root / "pore-100k", base, root / "ml-100k" / "u.data")
+    counts = run["counts"].toarray()
+    n_users, n_items = counts.shape
+    cand = ~run["train"].toarray()
+    key = np.where(cand, (T - counts.astype(np.int64)) * n_items + np.arange(n_items),
+                   np.iinfo(np.int64).max)
+    top = np.zeros(counts.shape, bool)
+    np.put_along_axis(top, np.argsort(key, axis=1, kind="stable")[:, :N], True, axis=1)
+    a = C.bonferroni_alpha(alpha, n_users, n_items)
+    prep = C.prepare(counts, top, T, N, a, cand)
+    r = C.certify(prep, n_users, S, list(e_values), N_PRIME, "sampled")
+    shares = {int(e): float((row < N).mean()) for e, row in zip(e_values, r)}
+    e_top = C.largest_certified_e(prep, n_users, S, N_PRIME, "sampled", need=N)
+    prep_test = C.prepare(counts, run["test"], T, N, a)
+    e_test = C.largest_certified_e(prep_test, n_users, S, N_PRIME, "sampled")
+    return shares, e_top, e_test
 
 
 def main() -> None:
@@ -59,6 +85,16 @@ def main() -> None:
             shown = "" if ref is None else f"{ref[0]:.4f} / {ref[1]:.4f}"
             print(f"| {base} | {e} | {p:.4f} | {r:.4f} | {shown} | {match} |")
         print(f"| {base} | | ({seconds:.2f} s: read + certify every e) | | | |")
+    print(f"\n## Promotion bound on the authors' files: share of users whose top-{args.N} is "
+          "not fully certified (= certified target-HR bound for an item no user rated)\n")
+    print("| base | " + " | ".join(f"e = {e}" for e in args.e) +
+          " | largest e, whole top-N certified for some user | largest e, a test item "
+          "certified for some user |")
+    print("|---|" + "---|" * (len(args.e) + 2))
+    for base in ("sar", "bpr"):
+        shares, e_top, e_test = promotion_bound(root, base, args.N, args.alpha, args.e)
+        print(f"| {base} | " + " | ".join(f"{shares[e]:.4f}" for e in args.e) +
+              f" | {e_top} | {e_test} |")
 
 
 if __name__ == "__main__":

@@ -54,8 +54,11 @@ The certificate (:func:`certificate_columns`) is computed by the evaluation side
 the real users, their test items and the targets (the defense never does): per e in
 ``certify_e`` (``n_fake`` = the grid's number of fake users), certified precision@K and
 recall@K with the test item as the reference set (one test item per user: recall@K is the
-certified HR@K), and the certified upper bound on target HR@K with each user's current top-K
-as the reference set. On a clean cell (``attack: none``) the bound at e = n_fake holds for every
+certified HR@K), and two certified upper bounds on target HR@K: Theorem 1 with each user's
+current top-K as the reference set (a target can enter only where the whole top-K is not
+certified), and a per-target one (a target stays out where K items are guaranteed to stay above
+it: the attacker can raise the target by at most δ and cannot pull an item below
+disc · lower bound) — sound by the same two inequalities and much tighter. On a clean cell (``attack: none``) the bound at e = n_fake holds for every
 attack of that size on the same data: that is the number to set beside the attacked cells'
 measured target HR. On an attacked cell the certificate is about e *more* fake users.
 Reproducible from the seed the defense is given (samples and model initializations are derived
@@ -338,7 +341,11 @@ def certificate_columns(model: PoreModel, split, evaluator, cfg=None, n_fake: in
                         e_values=None) -> dict:
     """The certificate of a trained PORE model on one cell, as runs.csv columns (K = the
     evaluator's K): ``pore_cert_precision@K_e{e}``, ``pore_cert_recall@K_e{e}``,
-    ``pore_cert_target_hr@K_e{e}`` for each e, ``pore_cert_max_e@K`` (largest e with a
+    ``pore_cert_target_hr@K_e{e}`` (Theorem 1 with the current top-K as reference: a target
+    enters only the top-K of users whose top-K is not wholly certified),
+    ``pore_cert_target_entry@K_e{e}`` (per target, tighter: K items guaranteed to stay above
+    the target keep it out; ``utils.certification.target_entry_bound``) for each e,
+    ``pore_cert_max_e@K`` (largest e with a
     certified test item for some user; −1: none) and ``pore_cert_max_e_top@K`` (largest e at
     which some user's whole top-K is certified, i.e. the target-HR bound is below 1 for some
     target's users; −1: none)."""
@@ -357,13 +364,16 @@ def certificate_columns(model: PoreModel, split, evaluator, cfg=None, n_fake: in
     r_test = cert.certify(prep_test, n, s, e_values, model.n_prime, model.mode)
     r_top = cert.certify(prep_top, n, s, e_values, model.n_prime, model.mode)
     in_top = top[:, evaluator.targets]
+    entry = cert.target_entry_bound(counts, candidates, evaluator.targets, evaluator.eligible,
+                                    model.T, K, alpha_each, n, s, e_values, model.mode)
     row = {}
-    for e, rt, rp in zip(e_values, r_test, r_top):
+    for e, rt, rp, en in zip(e_values, r_test, r_top, entry):
         p, r = cert.precision_recall(rt, prep_test.n_ref, K)
         row[f"pore_cert_precision@{K}_e{e}"] = p
         row[f"pore_cert_recall@{K}_e{e}"] = r
         row[f"pore_cert_target_hr@{K}_e{e}"] = cert.target_hr_bound(rp, K, in_top,
                                                                      evaluator.eligible)
+        row[f"pore_cert_target_entry@{K}_e{e}"] = float(en)
     row[f"pore_cert_max_e@{K}"] = cert.largest_certified_e(prep_test, n, s, model.n_prime,
                                                            model.mode)
     row[f"pore_cert_max_e_top@{K}"] = cert.largest_certified_e(prep_top, n, s, model.n_prime,

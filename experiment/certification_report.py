@@ -29,7 +29,7 @@ import pandas as pd
 
 DEFENSE = "pore"
 CLEAN = "none"
-_COLUMN = re.compile(r"^pore_cert_(precision|recall|target_hr)@(\d+)_e(\d+)$")
+_COLUMN = re.compile(r"^pore_cert_(precision|recall|target_hr|target_entry)@(\d+)_e(\d+)$")
 
 
 def cert_columns(runs: pd.DataFrame, k: int) -> dict[int, dict[str, str]]:
@@ -94,10 +94,11 @@ def certification_tables(runs: pd.DataFrame, k: int) -> list[str]:
         label = f"{dataset}" + (f", pore ({params})" if params else "")
         lines = [f"### Certification — {label} (K = {k}; {where})", "",
                  f"| e | certified precision@{k} | certified recall@{k} | "
-                 f"certified target-HR@{k} bound |", "|---|---|---|---|"]
+                 f"certified target-HR@{k} bound (whole top-{k}) | per-target bound |",
+                 "|---|---|---|---|---|"]
         for e, cols in columns.items():
             cells = [_fmt(*_mean_std(source[cols[w]])) if w in cols else "—"
-                     for w in ("precision", "recall", "target_hr")]
+                     for w in ("precision", "recall", "target_hr", "target_entry")]
             if all(c == "—" for c in cells):
                 continue
             lines.append(f"| {e} | " + " | ".join(cells) + " |")
@@ -133,22 +134,24 @@ def bound_vs_measured_tables(runs: pd.DataFrame, k: int) -> list[str]:
         label = f"{dataset}" + (f", pore ({params})" if params else "")
         lines = [f"### PORE under attack — {label} (K = {k})", "",
                  f"| attack | fake users | measured target HR@{k} (PORE) | certified bound "
-                 f"(clean PORE, e = fake users) | undefended target HR@{k} |",
+                 f"(clean PORE, e = fake users: whole top-{k} / per target) | "
+                 f"undefended target HR@{k} |",
                  "|---|---|---|---|---|"]
         keys = ["attack", "attack_params", "attack_size", "knowledge_cost", "target_kind"]
         keys = [c for c in keys if c in attacked]
         for key, group in attacked.groupby(keys, sort=False, dropna=False):
             key = key if isinstance(key, tuple) else (key,)
             named = dict(zip(keys, key))
-            bounds = []
+            bounds, entries = [], []
             for _, cell in group.iterrows():
                 e = int(cell.get("n_fake", 0) or 0)
-                col = f"pore_cert_target_hr@{k}_e{e}"
                 same = clean[(clean["repeat"] == cell["repeat"])] if "repeat" in clean else clean
                 if "target_kind" in same:
                     same = same[same["target_kind"] == cell.get("target_kind")]
-                if col in same and len(same):
-                    bounds.append(float(same[col].iloc[0]))
+                for kind, store in (("target_hr", bounds), ("target_entry", entries)):
+                    col = f"pore_cert_{kind}@{k}_e{e}"
+                    if col in same and len(same):
+                        store.append(float(same[col].iloc[0]))
             undef = runs[(runs["dataset"] == dataset) & (runs["defense"] == "none")]
             for c in keys:
                 undef = undef[_text(undef, c) == _text(group, c).iloc[0]]
@@ -156,7 +159,9 @@ def bound_vs_measured_tables(runs: pd.DataFrame, k: int) -> list[str]:
             name = named["attack"] + (f" ({named['attack_params']})"
                                       if named.get("attack_params") == named.get("attack_params")
                                       and named.get("attack_params") else "")
-            bound = _fmt(*_mean_std(pd.Series(bounds))) if bounds else "— (no clean PORE cell)"
+            bound = (_fmt(*_mean_std(pd.Series(bounds))) if bounds else "— (no clean PORE cell)")
+            if entries:
+                bound += f" / {_fmt(*_mean_std(pd.Series(entries)))}"
             lines.append(f"| {name} | {n_fake} | {_fmt(*_mean_std(group[hr]))} | {bound} | "
                          f"{_fmt(*_mean_std(undef[hr])) if hr in undef else '—'} |")
         out.append("\n".join(lines))

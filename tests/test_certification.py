@@ -183,3 +183,34 @@ def test_largest_certified_e_is_the_last_e_with_a_certificate():
     assert e_star >= 0
     assert C.certify(prep, 100, 10, [e_star], 1, "all").any()
     assert not C.certify(prep, 100, 10, [e_star + 1], 1, "all").any()
+
+
+def test_target_entry_bound_by_hand():
+    """N = 2, one user, items A..E (counts 6000, 5000, 3000, 0, 40 of T = 10,000); the target is
+    D (count 0). D stays out of the top 2 while the 2nd largest lower bound among the other
+    candidates (B's) times the discount beats D's upper bound times the discount plus δ. A
+    second target, A, is in the top 2: the bound counts that user as open at every e."""
+    T, N, alpha = 10_000, 2, 1e-4
+    counts = np.array([[6000, 5000, 3000, 0, 40]])
+    cand = np.ones_like(counts, dtype=bool)
+    n, s = 100, 10
+    es = np.arange(0, 60)
+    lb_b = C.cp_lower([5000], T, alpha)[0]
+    ub_d = C.cp_upper([0], T, alpha)[0]
+    disc, delta = C.discount(n, es, s), C.fake_mass(n, es, s, "all")
+    want = (~(disc * lb_b > disc * ub_d + delta)).astype(float)
+    got = C.target_entry_bound(counts, cand, [3], np.ones((1, 1), bool), T, N, alpha, n, s,
+                               es, "all")
+    assert np.array_equal(got, want) and want[0] == 0 and want[-1] == 1
+    # A is the user's top item: open whatever e (its N-th other item is C, below A)
+    got_a = C.target_entry_bound(counts, cand, [0], np.ones((1, 1), bool), T, N, alpha, n, s,
+                                 es, "all")
+    assert (got_a == 1).all()
+    # B not a candidate (the user rated it): the 2nd other item is now C
+    cand2 = cand.copy()
+    cand2[0, 1] = False
+    lb_c = C.cp_lower([3000], T, alpha)[0]
+    want2 = (~(disc * lb_c > disc * ub_d + delta)).astype(float)
+    got2 = C.target_entry_bound(counts, cand2, [3], np.ones((1, 1), bool), T, N, alpha, n, s,
+                                es, "all")
+    assert np.array_equal(got2, want2) and not np.array_equal(want2, want)

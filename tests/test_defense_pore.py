@@ -174,6 +174,10 @@ def test_certified_bound_holds_against_attacks(toy):
         _, poisoned, _ = fit(cfg, training_data(split, fake), seed=1, s=s, T=T, batch=50)
         measured = evaluator.evaluate(poisoned).metrics[f"target_hr@{K}"]
         assert measured <= bound, (name, measured, bound)
+        entry = cert.target_entry_bound(counts, candidates, targets, evaluator.eligible, T, K,
+                                        cert.bonferroni_alpha(0.001, *counts.shape),
+                                        clean.n_users, s, [e], "all")[0]
+        assert measured <= entry <= bound, (name, measured, entry, bound)
         kept = current_top(poisoned, candidates, K, split.n_users)
         certified = r == K
         assert certified.sum() > 20
@@ -190,7 +194,7 @@ def test_certificate_columns_on_a_cell(toy):
     row = certificate_columns(model, split, evaluator, run_cfg, 0)
     e_values = sorted({0, 1, 2, 5, 10, 20, 2, 10})       # n_fake: 1 % and 5 % of 200 users
     for e in e_values:
-        for what in ("precision", "recall", "target_hr"):
+        for what in ("precision", "recall", "target_hr", "target_entry"):
             assert 0.0 <= row[f"pore_cert_{what}@5_e{e}"] <= 1.0
     precision = [row[f"pore_cert_precision@5_e{e}"] for e in e_values]
     assert precision == sorted(precision, reverse=True)

@@ -268,6 +268,46 @@ def target_hr_bound(r: np.ndarray, N: int, in_top: np.ndarray, eligible: np.ndar
     return float(per.mean()) if per.size else float("nan")
 
 
+def target_entry_bound(counts, candidates, targets, eligible, trials: int, N: int,
+                       alpha_each: float, n: int, s: int, e_values,
+                       mode: str = "sampled") -> np.ndarray:
+    """A per-target certified bound on target HR@N, one value per e (tighter than
+    :func:`target_hr_bound`, which needs the user's whole top-N certified).
+
+    Target t cannot be in u's top-N after e fake users if N other items are guaranteed to stay
+    strictly above it: the attacker can raise t by at most δ (p'_t ≤ disc · p̄_t + δ) and cannot
+    push any item below disc · p̲_i. So t is out whenever the N-th largest lower bound among u's
+    other candidate items satisfies disc · p̲_(N) > disc · p̄_t + δ. The bound is the share of
+    t's eligible users where this fails, averaged over the targets.
+
+    ``counts`` (U, I) dense ints; ``candidates`` (U, I) bool; ``targets`` (n_t,) item ids;
+    ``eligible`` (U, n_t) bool. Returns (len(e_values),)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    U, I = counts.shape
+    targets = np.asarray(targets, dtype=np.int64)
+    values, lower_t, upper_t = bound_tables(counts, trials, alpha_each)
+    key = np.where(candidates, (trials - counts) * I + np.arange(I), (trials + 2) * I)
+    top = _first_n(key, N + 1)                                     # (U, N + 1) by count
+    lower = lower_t[np.searchsorted(values, np.take_along_axis(counts, top, 1))]
+    lower[~np.take_along_axis(np.asarray(candidates, bool), top, 1)] = -np.inf
+    lower = np.pad(lower, ((0, 0), (0, N + 1 - lower.shape[1])), constant_values=-np.inf)
+    # the N-th largest lower bound among items other than t
+    t_in_top = (top[:, :N, None] == targets[None, None, :]).any(1)      # (U, n_t)
+    nth = np.where(t_in_top, lower[:, N, None], lower[:, N - 1, None])  # (U, n_t)
+    ub_t = upper_t[np.searchsorted(values, counts[:, targets])]         # (U, n_t)
+    e = np.atleast_1d(np.asarray(e_values, dtype=np.int64))
+    disc = discount(n, e, s)
+    delta = fake_mass(n, e, s, mode)
+    eligible = np.asarray(eligible, bool)
+    n_elig = eligible.sum(0)
+    out = []
+    for d, dl in zip(disc, delta):
+        open_ = ~(d * nth > d * ub_t + dl)
+        per = np.where(n_elig > 0, (open_ & eligible).sum(0) / np.maximum(n_elig, 1), 0.0)
+        out.append(float(per.mean()) if per.size else float("nan"))
+    return np.array(out)
+
+
 def largest_certified_e(prep: Prepared, n: int, s: int, n_prime: int = 1,
                         mode: str = "sampled", e_max: int | None = None, need: int = 1) -> int:
     """The largest e at which some user keeps at least ``need`` certified reference items
