@@ -23,7 +23,6 @@ from common import data_root, machine
 from data.ratings import Interactions, RatingScale
 from defenses.base import TrainingData
 from defenses.pore import Pore, PoreOptions
-from models.trainer import resolve_device  # noqa: F401  (package import check)
 from utils import certification as C
 from utils.config import ModelConfig
 from utils.pore_files import pair_matrix, read_pairs

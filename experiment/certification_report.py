@@ -17,14 +17,13 @@ reporting wires them in with a few lines:
   (and the undefended model's target HR for scale).
 * :func:`certified_precision_figure` — certified precision@K (and recall@K) against e.
 
-No dependency on the rest of the reporting: pandas, numpy and matplotlib only.
+No dependency on the rest of the reporting: pandas and matplotlib only.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 DEFENSE = "pore"
@@ -110,8 +109,8 @@ def certification_tables(runs: pd.DataFrame, k: int) -> list[str]:
                 if len(values):
                     shown = ", ".join(str(int(v)) for v in sorted(set(values)))
                     lines.append("")
-                    lines.append(f"Largest e with {what}: {shown} "
-                                 f"({'−1: none even at e = 0' if (values < 0).any() else 'per seed'}).")
+                    note = "−1: none even at e = 0" if (values < 0).any() else "per seed"
+                    lines.append(f"Largest e with {what}: {shown} ({note}).")
         out.append("\n".join(lines))
     return out
 
@@ -228,4 +227,3 @@ if __name__ == "__main__":   # python experiment/certification_report.py results
     k = int(sys.argv[2]) if len(sys.argv) > 2 else 50
     frame = pd.read_csv(folder / "runs.csv")
     print(certification_section(frame, k, folder / "figures"))
-    _ = np  # numpy kept for callers that pass arrays

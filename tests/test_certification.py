@@ -60,7 +60,7 @@ def test_discount_is_a_ratio_of_binomial_coefficients(n, s):
 
 
 def test_fake_mass_is_a_probability_of_the_sample():
-    # sampled: Pr(u in S and some fake in S) = s/(n+e) - Pr(u in S, no fake) = s/n' - C(n-1,s-1)/C(n+e,s)
+    # sampled: Pr(u in S, some fake in S) = s/n' - Pr(u in S, no fake) = s/n' - C(n-1,s-1)/C(n+e,s)
     n, s, e = 30, 6, 4
     direct = s / (n + e) - math.comb(n - 1, s - 1) / math.comb(n + e, s)
     assert C.fake_mass(n, [e], s, "sampled")[0] == pytest.approx(direct, rel=1e-12)

@@ -37,7 +37,8 @@ def test_tables_from_stored_values(tmp_path):
     assert "| 28 | 0.0050 ± 0.0071 | 0.0000 ± 0.0000 | 1.0000 ± 0.0000 | 1.0000 ± 0.0000 |" in table
     assert "Largest e with a certified test item for some user: 3, 4" in table
     (bvm,) = bound_vs_measured_tables(runs, 10)
-    assert "| random | 28 | 0.0150 ± 0.0071 | 1.0000 ± 0.0000 / 1.0000 ± 0.0000 | 0.4000 ± 0.0000 |" in bvm
+    assert ("| random | 28 | 0.0150 ± 0.0071 | 1.0000 ± 0.0000 / 1.0000 ± 0.0000 | "
+            "0.4000 ± 0.0000 |") in bvm
     text = certification_section(runs, 10, tmp_path / "figures")
     assert (tmp_path / "figures" / "certified_precision.png").stat().st_size > 1000
     assert "certified_precision.png" in text

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import special, stats
+from scipy import stats
 
 MODES = ("sampled", "all")
 _PHANTOM = -1.0e9   # upper bound of a missing competitor: it can never displace anything
@@ -109,8 +109,7 @@ def discount(n: int, e, s: int) -> np.ndarray:
     e = np.asarray(e, dtype=np.int64)
     if s > n:
         raise ValueError(f"sample size s={s} exceeds the n={n} users")
-    # log C(n,s) - log C(n+e,s) = [lgamma(n+1) - lgamma(n-s+1)] - [lgamma(n+e+1) - lgamma(n+e-s+1)]
-    # written as a sum of log1p(-s/(n+i)) over i = 1..e, through a cumulative table
+    # log C(n,s) − log C(n+e,s) = Σ_{i=1..e} log1p(−s/(n+i)), through a cumulative table
     emax = int(e.max()) if e.size else 0
     steps = np.log1p(-s / (n + np.arange(1, emax + 1, dtype=np.float64)))
     table = np.concatenate([[0.0], np.cumsum(steps)])
