@@ -32,10 +32,12 @@ Who gets recommendations (``recommend_to``): ``sampled`` — only the users of t
 authors' code does (their frequencies sum to T·s/n per user); ``all`` — every user, which an
 item-based base can do because u's affinity row is u's own data. ``auto`` (default) is ``all``
 for ``sar`` and ``sampled`` for ``victim`` (an MF has no embedding for a user outside its
-sample). The certificate uses the matching fake mass δ (``utils/certification.py``). For the
-same compute both give the same statistical precision (``all`` scores n users per model,
-``sampled`` s users per model but n/s times more models), so ``all`` needs n/s ≈ 4.7 times
-fewer base models on ML-100K for the same certificate.
+sample). The certificate uses the matching fake mass δ (``utils/certification.py``). What
+matters for the certificate is the number of recommendations per user (T in ``all`` mode,
+≈ T·s/n in ``sampled``), so ``all`` needs n/s ≈ 4.7 times fewer base models on ML-100K for the
+same certificate; a base model of ``all`` costs ≈ 2–3 times one of ``sampled`` (it scores n
+users, but the similarity, built once per sample, is shared by all), so ``all`` is ≈ 2 times
+cheaper for the same certificate (measured: ``docs/pore.md``).
 
 Defaults. ``s`` = 200 and N' = 1, α = 0.001 are the authors' ML-100K values. The authors ran
 T = 100,000 base models in ``sampled`` mode (≈ 21,000 recommendations per user). ``T`` = 1,000
