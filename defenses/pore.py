@@ -238,7 +238,13 @@ class Pore(Defense):
         counts = torch.zeros(n * m, dtype=torch.int64)
         all_users = self.mode == "all"
         k = min(o.n_prime, m)
-        for batch in self.samples(n):
+        # at most ~256 MB of similarities and scores per product (ML-1M: one model at a time);
+        # splitting a batch changes nothing: the samples come from the same stream
+        per_model = 4 * m * (m + (n if all_users else o.s))
+        chunk = max(1, min(o.batch, (1 << 28) // per_model))
+        batches = (part for batch in self.samples(n)
+                   for part in np.array_split(batch, -(-len(batch) // chunk)))
+        for batch in batches:
             b = len(batch)
             sims = np.empty((m, b * m), dtype=np.float32)   # [J_1 | J_2 | ... | J_b]
             for j, users in enumerate(batch):
@@ -264,7 +270,8 @@ class Pore(Defense):
                 top = self._top(scores, k)
                 rows = idx.unsqueeze(2).expand_as(top)
             keep = top >= 0
-            counts += torch.bincount((rows[keep] * m + top[keep]).view(-1), minlength=n * m)
+            flat = (rows[keep] * m + top[keep]).view(-1)
+            counts.index_add_(0, flat, torch.ones_like(flat))
         return counts.view(n, m).numpy().astype(np.int32)
 
     def _victim_counts(self, data: TrainingData, n: int, m: int) -> np.ndarray:
