@@ -8,6 +8,7 @@ from .degsim import DegSimDetect
 from .none import NoDefense
 from .pamacf import PamaCF
 from .pca_detect import PCADetect
+from .pore import Pore
 from .rat import RandomAdversarialTraining
 from .share import SHARE_DEFENSES
 from .tcd import TripleCooperativeDefense
@@ -23,6 +24,7 @@ DEFENSES: dict[str, type[Defense]] = {
     **SHARE_DEFENSES,  # share and its ablation variants (share_no_elim, ...)
     "pca_detect": PCADetect,  # detection baselines (threat-model.md §3)
     "degsim": DegSimDetect,
+    "pore": Pore,  # certified: user subsampling + frequency vote (defenses/pore.py)
 }
 
 __all__ = ["DEFENSES", "Defense", "TrainingData"]

@@ -366,6 +366,8 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         start = time.perf_counter()
         result = evaluator.evaluate(model)
         detections.append(_detection(defense, data, split.n_users, targets))
+        if hasattr(defense, "certificate"):   # certified defenses (pore): columns per e
+            row.update(defense.certificate(model, split, evaluator, cfg, row["n_fake"]))
         timings["seconds_eval"] = time.perf_counter() - start
         arrays["rank_shift"] = rank_shift(result, origin_eval).astype(np.int32)
     results = [result]
