@@ -194,11 +194,12 @@ class Pore(Defense):
         return (Interactions.concat(data.train, data.val)
                 if self.options.use_validation and data.val_known else data.train)
 
-    def certificate(self, model: PoreModel, split, evaluator, cfg=None, n_fake: int = 0
-                    ) -> dict:
+    def certificate(self, model: PoreModel, split, evaluator, fake_counts: list[int]) -> dict:
         """Evaluation-side hook: the certificate of ``model`` on one cell, as runs.csv columns
-        (:func:`certificate_columns`)."""
-        return certificate_columns(model, split, evaluator, cfg, n_fake)
+        (:func:`certificate_columns`). ``fake_counts``: what ``n_fake`` in ``certify_e`` stands
+        for, given by the runner (the cell's own number of fake users on an attacked cell,
+        else every attack setting's of the grid)."""
+        return certificate_columns(model, split, evaluator, fake_counts)
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: TrainingData):
@@ -314,19 +315,6 @@ class Pore(Defense):
 
 # ----------------------------------------------------------------------------- evaluation side
 
-def fake_counts(cfg, n_real: int, n_fake: int) -> list[int]:
-    """The e that ``n_fake`` in ``certify_e`` stands for: the cell's own number of fake users
-    on an attacked cell, else every attack setting's of the grid (``attack.n_fake`` or the
-    sizes' share of the real users)."""
-    if n_fake:
-        return [int(n_fake)]
-    from attacks.threat import n_fake_users
-    from utils.config import as_list
-    if cfg.attack.n_fake is not None:
-        return sorted({int(v) for v in as_list(cfg.attack.n_fake)})
-    return sorted({n_fake_users(n_real, float(size)) for size in as_list(cfg.attack.size)})
-
-
 def current_top(model: PoreModel, candidates: np.ndarray, K: int, rows: int | None = None
                 ) -> np.ndarray:
     """(rows × items) bool: each user's top-K as the evaluator ranks the model (frequency,
@@ -355,7 +343,7 @@ def certificate_inputs(model: PoreModel, split, K: int):
     return counts, candidates, test, current_top(model, candidates, K, n_real)
 
 
-def certificate_columns(model: PoreModel, split, evaluator, cfg=None, n_fake: int = 0,
+def certificate_columns(model: PoreModel, split, evaluator, fake_counts: list[int] = (),
                         e_values=None) -> dict:
     """The certificate of a trained PORE model on one cell, as runs.csv columns (K = the
     evaluator's K): ``pore_cert_precision@K_e{e}``, ``pore_cert_recall@K_e{e}``,
@@ -372,7 +360,7 @@ def certificate_columns(model: PoreModel, split, evaluator, cfg=None, n_fake: in
     if e_values is None:
         e_values = []
         for e in model.certify_e:
-            e_values += fake_counts(cfg, n_real, n_fake) if e == "n_fake" else [int(e)]
+            e_values += [int(n) for n in fake_counts] if e == "n_fake" else [int(e)]
         e_values = sorted(set(e_values))
     counts, candidates, test, top = certificate_inputs(model, split, K)
     alpha_each = cert.bonferroni_alpha(model.alpha, n_real, m)

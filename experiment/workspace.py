@@ -33,7 +33,7 @@ from defenses import DEFENSES
 from models import build_model
 from models.trainer import resolve_device
 from utils.atomic import atomic_write, load_npz
-from utils.config import ExperimentConfig
+from utils.config import ExperimentConfig, as_list
 from utils.metrics import (Evaluator, combine_outcomes, detection_metrics, prediction_shift,
                            rank_shift)
 from experiment.planning import (FILE_ATTACK, ORIGIN, UNDEFENDED, Cell, attack_sources_digest,
@@ -367,7 +367,8 @@ def run_cell(ws: Workspace, cell: Cell, stage: Stage | None = None
         result = evaluator.evaluate(model)
         detections.append(_detection(defense, data, split.n_users, targets))
         if hasattr(defense, "certificate"):   # certified defenses (pore): columns per e
-            row.update(defense.certificate(model, split, evaluator, cfg, row["n_fake"]))
+            row.update(defense.certificate(model, split, evaluator,
+                                           grid_fake_counts(cfg, split.n_users, row["n_fake"])))
         timings["seconds_eval"] = time.perf_counter() - start
         arrays["rank_shift"] = rank_shift(result, origin_eval).astype(np.int32)
     results = [result]
@@ -432,3 +433,13 @@ def _detection(defense, data: TrainingData, n_real_users: int, targets: np.ndarr
     return detection_metrics(distrust.rows, distrust.users, data.train.users, n_real_users,
                              data.train.items, targets)
 
+
+def grid_fake_counts(cfg: ExperimentConfig, n_real: int, n_fake: int) -> list[int]:
+    """The numbers of fake users a certified defense certifies against (``certify_e``'s
+    ``n_fake``): the cell's own on an attacked cell, else every attack setting's of the grid
+    (``attack.n_fake`` or the sizes' share of the real users)."""
+    if n_fake:
+        return [int(n_fake)]
+    if cfg.attack.n_fake is not None:
+        return sorted({int(v) for v in as_list(cfg.attack.n_fake)})
+    return sorted({n_fake_users(n_real, float(size)) for size in as_list(cfg.attack.size)})

@@ -15,7 +15,9 @@ from data.ratings import Interactions
 from defenses import DEFENSES, TrainingData
 from defenses.pore import Pore, PoreOptions, certificate_columns, certificate_inputs, current_top
 from utils import certification as cert
-from utils.config import ConfigError, config_from_dict
+from experiment.validation import config_from_dict
+from experiment.workspace import grid_fake_counts
+from utils.config import ConfigError
 from utils.metrics import Evaluator
 from utils.seeding import numpy_rng
 
@@ -191,7 +193,7 @@ def test_certificate_columns_on_a_cell(toy):
     evaluator = Evaluator(split, targets, 5)
     _, model, _ = fit(cfg, training_data(split), s=20, T=200, batch=50)
     run_cfg = config_from_dict({"attack": {"size": [0.01, 0.05]}})
-    row = certificate_columns(model, split, evaluator, run_cfg, 0)
+    row = certificate_columns(model, split, evaluator, grid_fake_counts(run_cfg, 200, 0))
     e_values = sorted({0, 1, 2, 5, 10, 20, 2, 10})       # n_fake: 1 % and 5 % of 200 users
     for e in e_values:
         for what in ("precision", "recall", "target_hr", "target_entry"):
@@ -200,4 +202,5 @@ def test_certificate_columns_on_a_cell(toy):
     assert precision == sorted(precision, reverse=True)
     assert row["pore_cert_max_e@5"] >= -1
     # an attacked cell certifies its own number of fake users
-    assert "pore_cert_precision@5_e7" in certificate_columns(model, split, evaluator, run_cfg, 7)
+    assert "pore_cert_precision@5_e7" in certificate_columns(model, split, evaluator,
+                                                              grid_fake_counts(run_cfg, 200, 7))
