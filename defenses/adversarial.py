@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from models.base import declares
 from models.trainer import Trainer
 
 from .apr_kernel import SharedRowAPRKernel
@@ -95,8 +96,8 @@ class AdversarialTrainer(Trainer):
         """AT and RAT on explicit MF with Adam: the compiled shared-row epoch
         (``defenses/apr_kernel.py``, the same mathematics as ``train_step``) and, during the
         warm-up, the compiled plain epoch."""
-        from models.mf import MF
-        return (type(self.model) is MF and self.feedback == "explicit" and self.shared_rows
+        return (declares(self.model, "compiled_fast_path") and self.feedback == "explicit"
+                and self.shared_rows
                 and self._compiled_kernel_applies()
                 and type(self).train_step is AdversarialTrainer.train_step
                 and type(self).perturbations is AdversarialTrainer.perturbations

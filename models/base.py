@@ -17,9 +17,59 @@ def glorot_uniform(rows: int, cols: int, generator: torch.Generator) -> torch.Te
     return (torch.rand(rows, cols, generator=generator) * 2 - 1) * limit
 
 
+def declares(model, capability: str) -> bool:
+    """Whether ``type(model)`` itself (not a base class) declares ``capability`` true."""
+    return bool(vars(type(model)).get(capability, False))
+
+
 class Recommender(nn.Module):
     n_users: int
     n_items: int
+    feedback_kinds: tuple[str, ...] = ("explicit", "implicit")
+    losses: tuple[str, ...] = ("mse", "bce", "bpr")
+    needs_graph: bool = False
+    compiled_fast_path: bool = False
+    loss: str = "mse"
+
+    @classmethod
+    def default_loss(cls, feedback: str) -> str:
+        """The loss of ``model.loss: auto``: squared error on explicit ratings, BCE on sampled
+        negatives for implicit feedback (the package's behaviour before ``model.loss``)."""
+        return "mse" if feedback == "explicit" else "bce"
+
+    @classmethod
+    def resolve_loss(cls, name: str | None, feedback: str) -> str:
+        """The loss this class trains with for ``model.loss: name`` on ``feedback``; a
+        ValueError (one line: the problem and the fix) for a combination it does not
+        support."""
+        if feedback not in cls.feedback_kinds:
+            raise ValueError(f"model {cls.__name__} trains on {' or '.join(cls.feedback_kinds)}"
+                             f" feedback, not {feedback}; set dataset.feedback: "
+                             f"{cls.feedback_kinds[0]}")
+        loss = cls.default_loss(feedback) if name in (None, "auto") else name
+        if loss not in cls.losses:
+            raise ValueError(f"model {cls.__name__} has no loss '{loss}'; use one of "
+                             f"{', '.join(('auto',) + cls.losses)}")
+        pointwise = {"explicit": "mse", "implicit": "bce"}[feedback]
+        if loss != pointwise and not (loss == "bpr" and feedback == "implicit"):
+            raise ValueError(f"model.loss: '{loss}' does not fit {feedback} feedback; use "
+                             f"{pointwise}{' or bpr' if feedback == 'implicit' else ''} (or auto)")
+        return loss
+
+    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                 reg: float) -> torch.Tensor:
+        """BPR (Rendle et al., UAI 2009) on (user, positive, negative) triples:
+        mean softplus(−(s_up − s_un)) + reg · ½ mean over the batch of ‖e_u‖² + ‖e_p‖² +
+        ‖e_n‖² on the batch's embedding rows — the L2 form of the LightGCN authors' code
+        (``gusye1234/LightGCN-PyTorch``, ``kuandeng/LightGCN``: tf.nn.l2_loss / batch size),
+        which the MF-BPR victims of VAT and PamaCF share. Models whose scores come from more
+        than row lookups override it (LightGCN: one propagation per step, L2 on ego rows)."""
+        emb_pos = self.embed(users, pos)
+        emb_neg = self.embed(users, neg)
+        diff = self.head(emb_pos, users, pos) - self.head(emb_neg, users, neg)
+        rows = list(emb_pos) + [e for role, e in zip(getattr(self, "emb_roles", ()), emb_neg)
+                                if role == "item"]
+        return bpr_objective(diff, rows, reg)
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -48,3 +98,11 @@ class Recommender(nn.Module):
     def reg_loss(self, embs: list[torch.Tensor]) -> torch.Tensor:
         """TCD's per-element L2 penalty: the mean of the squared batch embeddings, per table."""
         return sum(e.pow(2).mean() for e in embs)
+
+
+def bpr_objective(diff: torch.Tensor, rows: list[torch.Tensor], reg: float) -> torch.Tensor:
+    """mean softplus(−diff) + reg · ½ · Σ_tables mean_batch ‖row‖² (see ``bpr_loss``)."""
+    loss = torch.nn.functional.softplus(-diff).mean()
+    if reg > 0:
+        loss = loss + reg * 0.5 * sum(r.pow(2).sum(-1).mean() for r in rows)
+    return loss

@@ -30,6 +30,8 @@ from torch.nn import functional as F
 
 from data.ratings import Interactions, RatingScale
 
+from .base import declares
+from .bpr import bpr_epoch
 from .mf import BatchLayout
 from .mf_kernel import MFAdamKernel
 from .optimizers import make_optimizer
@@ -148,8 +150,7 @@ class Trainer:
     def uses_fast_path(self) -> bool:
         """Plain MF with squared error has a hand-derived gradient; subclasses that change the
         step (adversarial defenses) switch it off by overriding ``train_step``."""
-        from .mf import MF
-        return (type(self.model) is MF and self.feedback == "explicit"
+        return (declares(self.model, "compiled_fast_path") and self.feedback == "explicit"
                 and type(self).train_step is Trainer.train_step
                 and type(self).batch_loss is Trainer.batch_loss)
 
@@ -227,6 +228,9 @@ class Trainer:
         if self.feedback == "implicit":
             positive = ratings > 0
             self._seen = (users[positive], items[positive])
+            if getattr(self.model, "loss", None) == "bpr":   # the model's own pairwise loss
+                return self.finish_epoch(bpr_epoch(self, *self._seen),
+                                         "lower model.lr or check the input ratings")
             users, items, ratings = self.with_negatives(users, items, ratings)
         if self.uses_fast_path():
             loss = self.fast_epoch(users, items, ratings)

@@ -132,6 +132,12 @@ class ModelConfig:
     lr: float = field(default=1e-3, metadata=_range(0, lo_open=True))
     reg: float = field(default=0.005, metadata=_range(0))
     optimizer: str = "adam"
+    # The training loss: auto (mse on explicit ratings, bce with sampled negatives on implicit
+    # feedback; LightGCN: bpr) | mse | bce | bpr (one sampled negative per positive, implicit
+    # feedback only; models/bpr.py). A model rejects a loss it does not support.
+    loss: str = "auto"
+    # Propagation steps of graph models (LightGCN's K; the paper's 3); other models ignore it.
+    layers: int = 3
     # ``model.profile: <name>`` is not a field: it sets optimizer, lr and reg to the named
     # profile's values (MODEL_PROFILES below) while the config is built, so the resolved
     # config records the values; one of the three set to another value beside it is an error.
@@ -144,6 +150,8 @@ class ModelConfig:
 # Not the default: the paper's text says Adam (1e-3) and 0.005 (protocol.md §3).
 MODEL_PROFILES = {
     "tcd_authors": {"optimizer": "adadelta_sparse", "lr": 20.0, "reg": 1e-4},
+    # LightGCN's paper (He et al., SIGIR 2020, §4.1.2): Adam 1e-3, L2 1e-4 (d 64 is model.dim).
+    "lightgcn_paper": {"optimizer": "adam", "lr": 1e-3, "reg": 1e-4},
 }
 PROFILE_KEYS = ("optimizer", "lr", "reg")
 
@@ -539,8 +547,22 @@ def validate(cfg: ExperimentConfig) -> None:
         _check_name(name, sorted(ATTACKS), "attack.name")
     for name in as_list(cfg.defense.name):
         _check_name(name, sorted(DEFENSES), "defense.name")
+    _check_name(cfg.model.loss, ["auto", "mse", "bce", "bpr"], "model.loss")
+    if cfg.model.layers < 0:
+        raise ConfigError(f"model.layers: {cfg.model.layers} is out of range; use 0 or more")
     for name in as_list(cfg.model.name):
         _check_name(name, sorted(MODELS), "model.name")
+        try:   # the model's declared feedback kinds and losses
+            MODELS[name].resolve_loss(cfg.model.loss, cfg.dataset.feedback)
+        except ValueError as exc:
+            raise ConfigError(f"model.name: {name}: {exc}") from None
+        if MODELS[name].resolve_loss(cfg.model.loss, cfg.dataset.feedback) == "bpr":
+            from models.bpr import has_pairwise_step
+            for defense in as_list(cfg.defense.name):
+                if not has_pairwise_step(DEFENSES[defense].trainer_class):
+                    raise ConfigError(f"defense.name: {defense} has no BPR training step yet, so "
+                                      f"it cannot train {name} with loss bpr; it trains mf and "
+                                      "ncf with model.loss mse (explicit) or bce (implicit)")
     for fmt in cfg.attack.export:
         _check_name(fmt, list(POISON_FORMATS), "attack.export")
     _check_name(cfg.executor, ["local", "ray"], "executor")
