@@ -438,3 +438,18 @@ def test_recbole_export_round_trip(tmp_path):
         assert lines[0] == "user_id:token\titem_id:token\trating:float"
         rows = [tuple(map(int, line.split("\t")[:2])) for line in lines[1:]]
         assert rows == list(zip(inter.users.tolist(), inter.items.tolist()))
+
+
+def test_capped_ranks_equal_exact_ranks_below_k():
+    from utils.topk_metrics import capped_ranks
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (7, 12), generator=gen).float()   # many ties
+    scores[0, :3] = float("-inf")
+    rows = torch.arange(7).repeat_interleave(12)
+    items = torch.arange(12).repeat(7)
+    exact = pessimistic_ranks(scores, rows, items)
+    finite = torch.isfinite(scores[rows, items])
+    for k in (1, 3, 11, 12, 20):
+        capped = capped_ranks(scores, rows, items, k)
+        torch.testing.assert_close(capped[finite], exact[finite].clamp(max=k))
+        assert (capped[~finite] == k).all()   # a masked item is never ranked, even if K ≥ I

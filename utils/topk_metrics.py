@@ -6,7 +6,8 @@ Every item is scored for every real user; the user's known items (training and v
 are pessimistic, as in ``utils/metrics.py``: an item's 0-based rank is the number of *other*
 unmasked items scoring at least as high (a model scoring everything equally hits nothing).
 Users are processed in chunks (``batch_users``), each chunk with whole-tensor operations —
-no Python loop over users or over test items.
+no Python loop over users or over test items; a rank is computed exactly only below K (from
+each row's K + 1 largest scores, ``capped_ranks``), which is all Recall, NDCG and HR need.
 
 - **Recall@K** of a user = |test items ranked < K| / |test items|; **NDCG@K** = DCG / IDCG with
   DCG = Σ_{test items ranked r < K} 1 / log2(r + 2) and IDCG the DCG of min(|test|, K) hits in
@@ -71,6 +72,26 @@ def pessimistic_ranks(scores: torch.Tensor, rows: torch.Tensor, items: torch.Ten
     return out
 
 
+def capped_ranks(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, k: int
+                 ) -> torch.Tensor:
+    """``pessimistic_ranks`` where they are below ``k``, else ``k`` — all the metrics need,
+    from the k + 1 largest scores per row instead of a comparison with every item.
+
+    With v_1 ≥ v_2 ≥ … a row's sorted scores, an item scoring s has pessimistic rank
+    #{j : v_j ≥ s} − 1, which is below k exactly when s > v_{k+1}; then every score ≥ s is
+    among v_1 … v_k, so the count needs only those."""
+    n_items = scores.shape[1]
+    kk = min(k + 1, n_items)
+    top = scores.topk(kk, dim=1).values                     # (rows, kk), descending
+    value = scores[rows, items]
+    if kk == k + 1:
+        inside = value > top[rows, k]
+    else:                                                   # fewer than k + 1 items in all
+        inside = value > float("-inf")
+    count = (top[rows, :min(k, n_items)] >= value.unsqueeze(1)).sum(1)
+    return torch.where(inside, count - 1, torch.full_like(count, k))
+
+
 def mask_seen(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """Set the known (row, item) entries to −inf, in place; returns ``scores``."""
     scores[rows, items] = float("-inf")
@@ -106,7 +127,7 @@ def target_hits_from_scores(scores: torch.Tensor, targets: torch.Tensor,
     n_rows, n_t = scores.shape[0], len(targets)
     rows = torch.arange(n_rows, device=scores.device).repeat_interleave(n_t)
     items = targets.repeat(n_rows)
-    ranks = pessimistic_ranks(scores, rows, items).view(n_rows, n_t).to(torch.float64)
+    ranks = capped_ranks(scores, rows, items, k).view(n_rows, n_t).to(torch.float64)
     hit = (ranks < k).to(torch.float64)
     gain = torch.where(ranks < k, 1.0 / torch.log2(ranks + 2.0), torch.zeros_like(ranks))
     nan = torch.full_like(hit, float("nan"))
@@ -159,7 +180,7 @@ def topk_metrics(model, seen: Interactions, test: Interactions, n_real_users: in
         scores = model.score_all(torch.arange(start, stop, device=device)).float().clone()
         mask_seen(scores, *seen_idx.rows(start, stop))
         rows, items = test_idx.rows(start, stop)
-        r, n, _ = recall_ndcg_from_ranks(pessimistic_ranks(scores, rows, items), rows,
+        r, n, _ = recall_ndcg_from_ranks(capped_ranks(scores, rows, items, k), rows,
                                          stop - start, k)
         recall.append(r)
         ndcg.append(n)
