@@ -453,3 +453,24 @@ def test_capped_ranks_equal_exact_ranks_below_k():
         capped = capped_ranks(scores, rows, items, k)
         torch.testing.assert_close(capped[finite], exact[finite].clamp(max=k))
         assert (capped[~finite] == k).all()   # a masked item is never ranked, even if K ≥ I
+
+
+def test_readme_model_example_trains(monkeypatch):
+    """The README's "A new victim model" example, run as written: registered by one line, it
+    trains with squared error and with BPR, and gets no compiled MF fast path."""
+    import re
+    from tests.conftest import REPO
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(# models/item_bias_mf\.py.*?)```", readme, re.S).group(1)
+    namespace: dict = {}
+    exec(code.replace("from .base import", "from models.base import"), namespace)
+    cls = namespace["ItemBiasMF"]
+    monkeypatch.setitem(MODELS, "item_bias_mf", cls)
+    for feedback, loss in (("explicit", "auto"), ("implicit", "bpr")):
+        cfg = ModelConfig(name="item_bias_mf", dim=4, batch_size=4, loss=loss)
+        model = build_model(cfg, 4, 3, torch.Generator().manual_seed(0), feedback,
+                            interactions=GRAPH)
+        trainer = Trainer(model, cfg, None, torch.Generator().manual_seed(0), "cpu", feedback)
+        assert not trainer.uses_fast_path()
+        assert np.isfinite(trainer.train_epoch(GRAPH))
+        assert model.bias.abs().sum() > 0
