@@ -124,15 +124,25 @@ class LightGCN(Recommender):
         if len(users) and (users.max() >= self.n_users or items.max() >= self.n_items):
             raise ValueError("interactions hold ids beyond the model's tables "
                              f"({self.n_users} users, {self.n_items} items)")
-        self.adjacency = normalized_adjacency(users[keep], items[keep], self.n_users,
-                                              self.n_items).to(self.user_emb.device)
+        adj = normalized_adjacency(users[keep], items[keep], self.n_users, self.n_items)
+        # Â's CSR arrays as non-persistent buffers: they follow .to(), deepcopy and pickle like
+        # any tensor, and stay out of state_dict (the graph comes from the data, not training).
+        device = self.user_emb.device
+        self.register_buffer("adj_crow", adj.crow_indices().to(device), persistent=False)
+        self.register_buffer("adj_col", adj.col_indices().to(device), persistent=False)
+        self.register_buffer("adj_val", adj.values().to(device), persistent=False)
         self._cache = None
 
+    @property
+    def adjacency(self) -> torch.Tensor:
+        """Â as a CSR tensor (a view of the buffers, built per call: microseconds)."""
+        n = self.n_users + self.n_items
+        return torch.sparse_csr_tensor(self.adj_crow, self.adj_col, self.adj_val, size=(n, n),
+                                       check_invariants=False)
+
     def _apply(self, fn, *args, **kwargs):
-        out = super()._apply(fn, *args, **kwargs)
-        self.adjacency = fn(self.adjacency)   # follows .to(device)
         self._cache = None
-        return out
+        return super()._apply(fn, *args, **kwargs)
 
     def clear_cache(self) -> None:
         """Forget the cached final embeddings (see the module docstring)."""
@@ -158,8 +168,9 @@ class LightGCN(Recommender):
             return self._cache[1]
         ego = torch.cat([self.user_emb, self.item_emb])
         total, layer = ego, ego
+        adjacency = self.adjacency
         for _ in range(self.layers):
-            layer = _SymmetricSpmm.apply(self.adjacency, layer)
+            layer = _SymmetricSpmm.apply(adjacency, layer)
             total = total + layer
         final = total / (self.layers + 1)
         out = final.split([self.n_users, self.n_items])

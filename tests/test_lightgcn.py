@@ -474,3 +474,16 @@ def test_readme_model_example_trains(monkeypatch):
         assert not trainer.uses_fast_path()
         assert np.isfinite(trainer.train_epoch(GRAPH))
         assert model.bias.abs().sum() > 0
+
+
+def test_lightgcn_copies_and_state():
+    """The graph is not a learned state (out of state_dict) but travels with the model
+    (deepcopy, pickle)."""
+    import copy
+    import pickle
+    model = lightgcn()
+    assert set(model.state_dict()) == {"user_emb", "item_emb"}
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        with torch.no_grad():
+            torch.testing.assert_close(twin.score_all(torch.arange(4)),
+                                       model.score_all(torch.arange(4)))
