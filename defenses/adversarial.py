@@ -89,6 +89,17 @@ class AdversarialTrainer(Trainer):
                 dirs = [sum_over_shared_rows(g, row_ids) for g, row_ids in zip(dirs, ids)]
         return [row_normalize(d) * e for d, e in zip(dirs, eps)]
 
+    pairwise_ready = True   # BPR models: pairwise_step below (models/bpr.py)
+
+    def pairwise_step(self, users, pos, neg) -> float:
+        """One BPR step; after the warm-up with the adversarial term
+        (``defenses/pairwise_adversarial.py``)."""
+        from models.bpr import bpr_step
+        if not self.adversarial_active():
+            return bpr_step(self, users, pos, neg)
+        from .pairwise_adversarial import adversarial_bpr_step
+        return adversarial_bpr_step(self, users, pos, neg)
+
     def adversarial_active(self) -> bool:
         return self.epoch >= self.warmup and self.eps > 0 and self.adv_weight > 0
 

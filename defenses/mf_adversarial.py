@@ -208,6 +208,7 @@ class HandDerivedAdversarialTrainer(AdversarialTrainer):
 
     item_weight: torch.Tensor | None = None
     item_l2: torch.Tensor | None = None   # per item, extra L2 per occurrence (SHARE's prior)
+    pairwise_ready = True   # BPR: the parent's pairwise_step (train_epoch defers to it)
 
     def hand_derived(self) -> bool:
         return (declares(self.model, "compiled_fast_path") and self.feedback == "explicit"

@@ -56,20 +56,31 @@ class Recommender(nn.Module):
                              f"{pointwise}{' or bpr' if feedback == 'implicit' else ''} (or auto)")
         return loss
 
+    def bpr_embeddings(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The rows a BPR step scores — ``[user, positive item, negative item]``, what
+        ``head`` reads and adversarial defenses perturb — and the rows its L2 term reads.
+        Here both are the ``embed`` rows; models whose scores come from more than row lookups
+        override it (LightGCN: final rows from one propagation, L2 on the ego rows)."""
+        user, item_pos = self.embed(users, pos)
+        _, item_neg = self.embed(users, neg)
+        rows = [user, item_pos, item_neg]
+        return rows, rows
+
+    def bpr_diff(self, rows: list[torch.Tensor], users, pos, neg) -> torch.Tensor:
+        """s_up − s_un from the ``bpr_embeddings`` rows (perturbed or not)."""
+        user, item_pos, item_neg = rows
+        return self.head([user, item_pos], users, pos) - self.head([user, item_neg], users, neg)
+
     def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
                  reg: float) -> torch.Tensor:
         """BPR (Rendle et al., UAI 2009) on (user, positive, negative) triples:
         mean softplus(−(s_up − s_un)) + reg · ½ mean over the batch of ‖e_u‖² + ‖e_p‖² +
-        ‖e_n‖² on the batch's embedding rows — the L2 form of the LightGCN authors' code
+        ‖e_n‖² on the batch's L2 rows — the L2 form of the LightGCN authors' code
         (``gusye1234/LightGCN-PyTorch``, ``kuandeng/LightGCN``: tf.nn.l2_loss / batch size),
-        which the MF-BPR victims of VAT and PamaCF share. Models whose scores come from more
-        than row lookups override it (LightGCN: one propagation per step, L2 on ego rows)."""
-        emb_pos = self.embed(users, pos)
-        emb_neg = self.embed(users, neg)
-        diff = self.head(emb_pos, users, pos) - self.head(emb_neg, users, neg)
-        rows = list(emb_pos) + [e for role, e in zip(getattr(self, "emb_roles", ()), emb_neg)
-                                if role == "item"]
-        return bpr_objective(diff, rows, reg)
+        which the MF-BPR victims of VAT and PamaCF share."""
+        rows, l2_rows = self.bpr_embeddings(users, pos, neg)
+        return bpr_objective(self.bpr_diff(rows, users, pos, neg), l2_rows, reg)
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError

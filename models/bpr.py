@@ -9,9 +9,10 @@ trainer's generator (one master seed: the same run draws the same negatives). A 
 user holds every item cannot get a negative and is skipped for the epoch.
 
 The loss is the model's own (``Recommender.bpr_loss``: BPR + L2 on the batch rows; LightGCN
-propagates once per step), minimised with the trainer's optimizer. Adversarial defenses do not
-have a pairwise step yet: a trainer that overrides ``train_step`` or ``batch_loss`` on a BPR
-model is an error, never a silent plain-BPR run.
+propagates once per step), minimised with the trainer's optimizer; a trainer with a
+``pairwise_step`` (the adversarial defenses: ``defenses/pairwise_adversarial.py``) takes each
+batch instead. A trainer that changes the pointwise step without declaring a pairwise one is an
+error (``has_pairwise_step``), never a silent plain-BPR run.
 """
 from __future__ import annotations
 
@@ -57,11 +58,14 @@ def sample_negatives(users: torch.Tensor, items: torch.Tensor, n_users: int, n_i
 
 
 def has_pairwise_step(trainer_class: type) -> bool:
-    """Whether ``trainer_class`` trains with the plain step, which has a BPR form (a trainer
-    that overrides the pointwise step, e.g. an adversarial defense's, has none yet)."""
+    """Whether ``trainer_class`` can train with BPR: it keeps the plain step (which has a BPR
+    form), or the class itself declares ``pairwise_ready`` — it defines ``pairwise_step``, or
+    inherits one it has checked applies (a subclass that changes the step declares nothing and
+    is refused, never trained with a step that ignores its change)."""
     from .trainer import Trainer
-    return (trainer_class.train_step is Trainer.train_step
-            and trainer_class.batch_loss is Trainer.batch_loss)
+    return ((trainer_class.train_step is Trainer.train_step
+             and trainer_class.batch_loss is Trainer.batch_loss)
+            or bool(vars(trainer_class).get("pairwise_ready", False)))
 
 
 def check_pairwise_trainer(trainer) -> None:
@@ -81,8 +85,10 @@ def bpr_epoch(trainer, users: torch.Tensor, items: torch.Tensor) -> float:
     neg, ok = sample_negatives(users, items, model.n_users, model.n_items, trainer.generator)
     users, items, neg = users[ok], items[ok], neg[ok]
     total, count = 0.0, 0
+    step = getattr(trainer, "pairwise_step", None) or (
+        lambda u, i, j: bpr_step(trainer, u, i, j))
     for idx in trainer.batches(len(users)):
-        total += bpr_step(trainer, users[idx], items[idx], neg[idx]) * len(idx)
+        total += step(users[idx], items[idx], neg[idx]) * len(idx)
         count += len(idx)
     return total / max(count, 1)
 

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Recommender, bpr_objective, glorot_uniform
+from .base import Recommender, glorot_uniform
 
 PAPER_DEFAULTS = {"dim": 64, "layers": 3, "optimizer": "adam", "lr": 1e-3, "reg": 1e-4,
                   "batch_size": 1024, "loss": "bpr"}
@@ -191,13 +191,12 @@ class LightGCN(Recommender):
         final_users, final_items = self.propagate()
         return final_users[users] @ final_items.T
 
-    def bpr_loss(self, users, pos, neg, reg: float) -> torch.Tensor:
-        """BPR on the final embeddings, one propagation; L2 on the batch's ego rows."""
+    def bpr_embeddings(self, users, pos, neg):
+        """Final rows of the triple from one propagation; the L2 term reads the ego rows."""
         final_users, final_items = self.propagate()
-        u = final_users[users]
-        diff = (u * (final_items[pos] - final_items[neg])).sum(-1)
+        rows = [final_users[users], final_items[pos], final_items[neg]]
         ego = [self.user_emb[users], self.item_emb[pos], self.item_emb[neg]]
-        return bpr_objective(diff, ego, reg)
+        return rows, ego
 
     def lookup_tables(self) -> list[nn.Parameter]:
         """None: propagation reads every row of both tables, not only the batch's."""

@@ -211,21 +211,64 @@ def test_negatives_avoid_positives_and_follow_the_seed():
     assert not ok.any()
 
 
-def test_bpr_on_an_adversarial_trainer_is_an_error():
+def adversarial_trainer(model, eps=0.1, shared_rows=False, direction="gradient"):
     from defenses.adversarial import AdversarialTrainer
+    cfg = ModelConfig(name="mf", dim=model.dim, batch_size=4, reg=0.01, lr=1e-3, loss="bpr")
+    trainer = AdversarialTrainer(model, cfg, None, torch.Generator().manual_seed(0), "cpu",
+                                 "implicit")
+    trainer.eps, trainer.adv_weight, trainer.warmup = eps, 1.0, 0
+    trainer.direction, trainer.shared_rows = direction, shared_rows
+    return trainer
+
+
+@pytest.mark.parametrize("shared_rows", [False, True])
+def test_adversarial_bpr_step_by_hand(shared_rows):
+    """APR on MF-BPR: loss = BPR + reg·½ΣL2 + BPR(rows + ε·g/‖g‖), g the gradient of the
+    clean BPR term per occurrence, or summed over a table row's occurrences (the user 0 twice,
+    item 1 as positive and as negative)."""
+    model = MF(2, 3, 3, torch.Generator().manual_seed(4), feedback="implicit",
+               cfg=ModelConfig(loss="bpr"))
+    users, pos, neg = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 0]), torch.tensor([0, 1, 2])
+    p = model.user_emb.detach()[users].clone().requires_grad_(True)
+    qi = model.item_emb.detach()[pos].clone().requires_grad_(True)
+    qj = model.item_emb.detach()[neg].clone().requires_grad_(True)
+    clean = torch.nn.functional.softplus(-(p * (qi - qj)).sum(1)).mean()
+    gp, gi, gj = torch.autograd.grad(clean, (p, qi, qj))
+    if shared_rows:
+        gp = gp[[0, 0, 2]] + gp[[1, 1, 0]] * torch.tensor([[1.0], [1.0], [0.0]])
+        item_g = torch.zeros(3, 3).index_add_(0, torch.cat([pos, neg]), torch.cat([gi, gj]))
+        gi, gj = item_g[pos], item_g[neg]
+    unit = [g / g.norm(dim=1, keepdim=True) for g in (gp, gi, gj)]
+    dp, di, dj = (0.1 * u for u in unit)
+    adv = torch.nn.functional.softplus(-((p + dp) * ((qi + di) - (qj + dj))).sum(1)).mean()
+    l2 = 0.01 * 0.5 * sum(x.pow(2).sum(1).mean() for x in (p, qi, qj))
+    expected = float((clean + l2 + adv).detach())
+    trainer = adversarial_trainer(model, shared_rows=shared_rows)
+    assert trainer.pairwise_step(users, pos, neg) == pytest.approx(expected, rel=1e-5)
+
+
+def test_adversarial_defenses_train_bpr_victims_and_share_is_refused(tmp_path):
+    """AT, RAT, PamaCF and VAT train LightGCN with BPR (their pairwise step); SHARE's trainer
+    declares none: a config error naming what it trains."""
     model = lightgcn()
-    cfg = ModelConfig(name="lightgcn", dim=4, batch_size=4)
-    trainer = AdversarialTrainer(model, cfg, None, torch.Generator(), "cpu", "implicit")
-    with pytest.raises(NotImplementedError, match="pairwise"):
-        trainer.train_epoch(GRAPH)
+    for direction in ("gradient", "random"):
+        trainer = adversarial_trainer(model, direction=direction)
+        assert np.isfinite(trainer.train_epoch(GRAPH)) and trainer.last_gap is not None
+    tree = {"dataset": {"name": "synthetic", "feedback": "implicit"},
+            "model": {"name": "lightgcn"},
+            "defense": {"name": ["none", "at", "rat", "pamacf", "vat", "pca_detect"]}}
+    config_from_dict(tree)
+    tree["defense"]["name"].append("share")
+    with pytest.raises(ConfigError, match="share has no BPR"):
+        config_from_dict(tree)
 
 
 def test_defense_without_a_bpr_step_is_a_config_error(tmp_path):
     tree = {"dataset": {"name": "synthetic", "feedback": "implicit"},
-            "model": {"name": "lightgcn"}, "defense": {"name": ["none", "at"]}}
-    with pytest.raises(ConfigError, match="defense.name: at has no BPR"):
+            "model": {"name": "lightgcn"}, "defense": {"name": ["none", "share"]}}
+    with pytest.raises(ConfigError, match="defense.name: share has no BPR"):
         config_from_dict(tree)
-    tree["model"] = {"name": "mf"}   # MF on implicit feedback with bce: AT trains it
+    tree["model"] = {"name": "mf"}   # MF on implicit feedback with bce: SHARE trains it
     config_from_dict(tree)
 
 
