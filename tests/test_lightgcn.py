@@ -530,3 +530,20 @@ def test_lightgcn_copies_and_state():
         with torch.no_grad():
             torch.testing.assert_close(twin.score_all(torch.arange(4)),
                                        model.score_all(torch.arange(4)))
+
+
+@pytest.mark.parametrize("name", ["mf", "ncf", "lightgcn"])
+def test_bpr_training_lowers_the_loss(name):
+    """MF-BPR, NCF-BPR and LightGCN: a few BPR epochs on the community data lower the loss
+    and rank held-out items better than chance."""
+    data = community_data(n_users=80, n_items=60, per_user=12)
+    split = split_by_ratio(data, np.random.default_rng(0), 0.2, 0.1)
+    cfg = ModelConfig(name=name, dim=16, lr=0.01, reg=1e-4, batch_size=128, loss="bpr")
+    model = build_model(cfg, data.n_users, data.n_items, torch.Generator().manual_seed(0),
+                        "implicit", interactions=split.train)
+    trainer = Trainer(model, cfg, None, torch.Generator().manual_seed(1), "cpu", "implicit")
+    losses = [trainer.train_epoch(split.train) for _ in range(15)]
+    assert losses[-1] < 0.8 * losses[0]
+    seen = Interactions.concat(split.train, split.val)
+    recall = topk_metrics(model, seen, split.test, data.n_users, k=10).metrics["recall@10"]
+    assert recall > 2 * 10 / data.n_items, recall
