@@ -13,7 +13,9 @@ epoch draws ``negatives_per_positive`` (4) fresh negatives per positive, uniform
 the user has no positive for (vectorized rejection sampling), and the loss is BCE on the model's
 logit. Model selection is by validation HR@``val_k`` (10, the NDSS K): each held-out validation
 positive is ranked among the items the user has neither trained on nor holds out, and the
-selection value is −HR (lower is better, like the explicit validation MSE).
+selection value is −HR (lower is better, like the explicit validation MSE). A model whose loss is
+``bpr`` (``model.loss``; LightGCN's) trains with one sampled negative per positive instead
+(``models/bpr.py``), validated the same way.
 """
 from __future__ import annotations
 
