@@ -240,7 +240,8 @@ class _NeuralRun:
         data = Interactions.concat(self.train_view, fakes, seeds)
         n_rows = self.n_visible + ctx.n_fake
         model = build_model(self.model_cfg, n_rows, self.n_items,
-                            torch_generator(ctx.seed, "neural", "init", group), ctx.feedback)
+                            torch_generator(ctx.seed, "neural", "init", group), ctx.feedback,
+                            interactions=data)
         trainer = Trainer(model, self.model_cfg, ctx.scale,
                           torch_generator(ctx.seed, "neural", "shuffle", group), self.device,
                           ctx.feedback)

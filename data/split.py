@@ -140,3 +140,61 @@ def write_split_files(split: Split, train_path: str | Path, test_path: str | Pat
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
 
+
+
+# ----------------------------------------------------------------------------- per-user ratio
+@dataclass
+class RatioSplit(Split):
+    """A per-user ratio split (the implicit top-K protocol of LightGCN, VAT and PamaCF):
+    ``test`` holds several held-out positives per user; ``test_items`` is -1 throughout (no
+    leave-one-out item), so leave-one-out HR@K does not apply to it — Recall@K and NDCG@K do
+    (``utils/topk_metrics.py``)."""
+
+    test: Interactions = field(default_factory=lambda: Interactions(
+        np.zeros(0), np.zeros(0), np.zeros(0)))
+
+
+def ratio_counts(n: np.ndarray, test_fraction: float, val_fraction: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per user with ``n`` interactions: how many go to test and to validation.
+
+    ⌊share · n⌋ each, training the rest; then, while the user keeps at least two training
+    rows, an empty test share and then an empty validation share take one row from training —
+    the sizes RecBole 1.x gives a ratio split grouped by user, so a user with 3 interactions
+    keeps 1 for training, 1 for validation and 1 for test at 0.8/0.1/0.1."""
+    n = np.asarray(n, dtype=np.int64)
+    n_test = np.floor(test_fraction * n).astype(np.int64)
+    n_val = np.floor(val_fraction * n).astype(np.int64)
+    train = n - n_test - n_val
+    bump = (train > 1) & (n_test == 0) & (test_fraction > 0)
+    n_test += bump
+    train -= bump
+    bump = (train > 1) & (n_val == 0) & (val_fraction > 0)
+    n_val += bump
+    return n_test, n_val
+
+
+def split_by_ratio(data: RatingData, rng: np.random.Generator, test_fraction: float = 0.2,
+                   val_fraction: float = 0.1, feedback: str = "implicit") -> RatioSplit:
+    """Every user's interactions in random order: the first ``ratio_counts`` go to test, the
+    next to validation, the rest train (shares of each user's own rows, so light users keep
+    most of theirs in training). Implicit feedback: every kept rating becomes 1 (all of a
+    user's ratings count as interactions, whatever their value). Fixed by ``rng``."""
+    inter = data.interactions
+    n = len(inter)
+    order = np.lexsort((rng.random(n), inter.users))      # by user, random within a user
+    counts = np.bincount(inter.users, minlength=data.n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - starts[inter.users[order]]
+    n_test, n_val = ratio_counts(counts, test_fraction, val_fraction)
+    u = inter.users
+    is_test = rank < n_test[u]
+    is_val = ~is_test & (rank < n_test[u] + n_val[u])
+    parts = [inter.subset(np.flatnonzero(m)) for m in (~is_test & ~is_val, is_val, is_test)]
+    if feedback == "implicit":
+        parts = [Interactions(p.users, p.items, np.ones(len(p))) for p in parts]
+    train, val, test = parts
+    return RatioSplit(train, val, np.full(data.n_users, -1, dtype=np.int64),
+                      np.zeros(data.n_users, dtype=np.float32), data.n_users, data.n_items,
+                      data.scale, feedback, test=test)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from models.base import declares
 from models.trainer import Trainer
 
 from .apr_kernel import SharedRowAPRKernel
@@ -88,6 +89,17 @@ class AdversarialTrainer(Trainer):
                 dirs = [sum_over_shared_rows(g, row_ids) for g, row_ids in zip(dirs, ids)]
         return [row_normalize(d) * e for d, e in zip(dirs, eps)]
 
+    pairwise_ready = True   # BPR models: pairwise_step below (models/bpr.py)
+
+    def pairwise_step(self, users, pos, neg) -> float:
+        """One BPR step; after the warm-up with the adversarial term
+        (``defenses/pairwise_adversarial.py``)."""
+        from models.bpr import bpr_step
+        if not self.adversarial_active():
+            return bpr_step(self, users, pos, neg)
+        from .pairwise_adversarial import adversarial_bpr_step
+        return adversarial_bpr_step(self, users, pos, neg)
+
     def adversarial_active(self) -> bool:
         return self.epoch >= self.warmup and self.eps > 0 and self.adv_weight > 0
 
@@ -95,8 +107,8 @@ class AdversarialTrainer(Trainer):
         """AT and RAT on explicit MF with Adam: the compiled shared-row epoch
         (``defenses/apr_kernel.py``, the same mathematics as ``train_step``) and, during the
         warm-up, the compiled plain epoch."""
-        from models.mf import MF
-        return (type(self.model) is MF and self.feedback == "explicit" and self.shared_rows
+        return (declares(self.model, "compiled_fast_path") and self.feedback == "explicit"
+                and self.shared_rows
                 and self._compiled_kernel_applies()
                 and type(self).train_step is AdversarialTrainer.train_step
                 and type(self).perturbations is AdversarialTrainer.perturbations

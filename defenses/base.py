@@ -73,7 +73,8 @@ class Defense:
 
     def new_model(self, data: TrainingData, tag: object = 0):
         gen = torch_generator(self.seed, "init", tag)
-        return build_model(self.model_cfg, data.n_users, data.n_items, gen, data.feedback)
+        return build_model(self.model_cfg, data.n_users, data.n_items, gen, data.feedback,
+                           interactions=data.train)
 
     def new_trainer(self, model, data: TrainingData, tag: object = 0) -> Trainer:
         return self.trainer_class(model, self.model_cfg, data.scale,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn.functional import pad
 
-from models.mf import MF
+from models.base import declares
 from models.mf_kernel import (EPS_CONSTANT, MFAdamKernel, adam_schedule, epoch_rows,
                               occurrence_epoch)
 
@@ -208,9 +208,10 @@ class HandDerivedAdversarialTrainer(AdversarialTrainer):
 
     item_weight: torch.Tensor | None = None
     item_l2: torch.Tensor | None = None   # per item, extra L2 per occurrence (SHARE's prior)
+    pairwise_ready = True   # BPR: the parent's pairwise_step (train_epoch defers to it)
 
     def hand_derived(self) -> bool:
-        return (type(self.model) is MF and self.feedback == "explicit"
+        return (declares(self.model, "compiled_fast_path") and self.feedback == "explicit"
                 and self.direction == "gradient" and not self.shared_rows
                 and hasattr(self.defense, "mf_row_eps"))
 

@@ -18,6 +18,7 @@ from attacks.poison_file import FORMATS as POISON_FORMATS
 from data import DATASETS
 from defenses import DEFENSES
 from models import MODELS
+from models.bpr import has_pairwise_step
 from utils.config import (ConfigError, ExperimentConfig, as_list, build_config, check_name,
                           for_dataset, option_sweeps, read_config)
 
@@ -123,6 +124,18 @@ def _check_feedback(cfg: ExperimentConfig, dataset: str) -> None:
         for options in component_option_sets(cfg, "attack", attack):
             used += [(at, comp.name) for at, comp in attack_components(attack, options)
                      if comp.kind == "defense"]
+    for model in as_list(cfg.model.name):
+        try:   # the model's declared feedback kinds and losses
+            loss = MODELS[model].resolve_loss(cfg.model.loss, feedback)
+        except ValueError as exc:
+            raise ConfigError(f"model.name: {model}: {exc}") from None
+        if loss != "bpr":
+            continue
+        for where, name in used:
+            if not has_pairwise_step(DEFENSES[name].trainer_class):
+                raise ConfigError(f"{where}: {name} has no BPR training step yet, so it cannot "
+                                  f"train {model} with loss bpr; it trains mf and ncf with "
+                                  "model.loss mse (explicit) or bce (implicit)")
     for where, name in used:
         kinds = DEFENSES[name].feedbacks
         if feedback not in kinds:

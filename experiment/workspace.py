@@ -174,7 +174,7 @@ class Workspace:
         net = None
         if cached is not None and {"__info__", "__seconds__"} <= set(cached):
             net = build_model(mcfg, data.n_users, data.n_items, torch_generator(seed, "skeleton"),
-                              data.feedback)
+                              data.feedback, interactions=data.train)
             state = {k: torch.from_numpy(v) for k, v in cached.items() if not k.startswith("__")}
             try:
                 net.load_state_dict(state)

@@ -17,9 +17,70 @@ def glorot_uniform(rows: int, cols: int, generator: torch.Generator) -> torch.Te
     return (torch.rand(rows, cols, generator=generator) * 2 - 1) * limit
 
 
+def declares(model, capability: str) -> bool:
+    """Whether ``type(model)`` itself (not a base class) declares ``capability`` true."""
+    return bool(vars(type(model)).get(capability, False))
+
+
 class Recommender(nn.Module):
     n_users: int
     n_items: int
+    feedback_kinds: tuple[str, ...] = ("explicit", "implicit")
+    losses: tuple[str, ...] = ("mse", "bce", "bpr")
+    needs_graph: bool = False
+    compiled_fast_path: bool = False
+    loss: str = "mse"
+
+    @classmethod
+    def default_loss(cls, feedback: str) -> str:
+        """The loss of ``model.loss: auto``: squared error on explicit ratings, BCE on sampled
+        negatives for implicit feedback (the package's behaviour before ``model.loss``)."""
+        return "mse" if feedback == "explicit" else "bce"
+
+    @classmethod
+    def resolve_loss(cls, name: str | None, feedback: str) -> str:
+        """The loss this class trains with for ``model.loss: name`` on ``feedback``; a
+        ValueError (one line: the problem and the fix) for a combination it does not
+        support."""
+        if feedback not in cls.feedback_kinds:
+            raise ValueError(f"model {cls.__name__} trains on {' or '.join(cls.feedback_kinds)}"
+                             f" feedback, not {feedback}; set dataset.feedback: "
+                             f"{cls.feedback_kinds[0]}")
+        loss = cls.default_loss(feedback) if name in (None, "auto") else name
+        if loss not in cls.losses:
+            raise ValueError(f"model {cls.__name__} has no loss '{loss}'; use one of "
+                             f"{', '.join(('auto',) + cls.losses)}")
+        pointwise = {"explicit": "mse", "implicit": "bce"}[feedback]
+        if loss != pointwise and not (loss == "bpr" and feedback == "implicit"):
+            raise ValueError(f"model.loss: '{loss}' does not fit {feedback} feedback; use "
+                             f"{pointwise}{' or bpr' if feedback == 'implicit' else ''} (or auto)")
+        return loss
+
+    def bpr_embeddings(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The rows a BPR step scores — ``[user, positive item, negative item]``, what
+        ``head`` reads and adversarial defenses perturb — and the rows its L2 term reads.
+        Here both are the ``embed`` rows; models whose scores come from more than row lookups
+        override it (LightGCN: final rows from one propagation, L2 on the ego rows)."""
+        user, item_pos = self.embed(users, pos)
+        _, item_neg = self.embed(users, neg)
+        rows = [user, item_pos, item_neg]
+        return rows, rows
+
+    def bpr_diff(self, rows: list[torch.Tensor], users, pos, neg) -> torch.Tensor:
+        """s_up − s_un from the ``bpr_embeddings`` rows (perturbed or not)."""
+        user, item_pos, item_neg = rows
+        return self.head([user, item_pos], users, pos) - self.head([user, item_neg], users, neg)
+
+    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                 reg: float) -> torch.Tensor:
+        """BPR (Rendle et al., UAI 2009) on (user, positive, negative) triples:
+        mean softplus(−(s_up − s_un)) + reg · ½ mean over the batch of ‖e_u‖² + ‖e_p‖² +
+        ‖e_n‖² on the batch's L2 rows — the L2 form of the LightGCN authors' code
+        (``gusye1234/LightGCN-PyTorch``, ``kuandeng/LightGCN``: tf.nn.l2_loss / batch size),
+        which the MF-BPR victims of VAT and PamaCF share."""
+        rows, l2_rows = self.bpr_embeddings(users, pos, neg)
+        return bpr_objective(self.bpr_diff(rows, users, pos, neg), l2_rows, reg)
 
     def embed(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -48,3 +109,11 @@ class Recommender(nn.Module):
     def reg_loss(self, embs: list[torch.Tensor]) -> torch.Tensor:
         """TCD's per-element L2 penalty: the mean of the squared batch embeddings, per table."""
         return sum(e.pow(2).mean() for e in embs)
+
+
+def bpr_objective(diff: torch.Tensor, rows: list[torch.Tensor], reg: float) -> torch.Tensor:
+    """mean softplus(−diff) + reg · ½ · Σ_tables mean_batch ‖row‖² (see ``bpr_loss``)."""
+    loss = torch.nn.functional.softplus(-diff).mean()
+    if reg > 0:
+        loss = loss + reg * 0.5 * sum(r.pow(2).sum(-1).mean() for r in rows)
+    return loss

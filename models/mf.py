@@ -13,10 +13,12 @@ from .base import Recommender, glorot_uniform
 
 class MF(Recommender):
     emb_roles = ["user", "item"]
+    compiled_fast_path = True   # the hand-derived epochs of models/trainer.py (squared error)
 
     def __init__(self, n_users: int, n_items: int, dim: int, generator: torch.Generator,
-                 **_: object) -> None:
+                 feedback: str = "explicit", cfg=None, **_: object) -> None:
         super().__init__()
+        self.loss = self.resolve_loss(getattr(cfg, "loss", "auto"), feedback)
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
         self.user_emb = nn.Parameter(glorot_uniform(n_users, dim, generator))
         self.item_emb = nn.Parameter(glorot_uniform(n_items, dim, generator))

@@ -52,7 +52,7 @@ class NCF(Recommender):
 
     def __init__(self, n_users: int, n_items: int, dim: int, generator: torch.Generator,
                  feedback: str = "explicit", layers: tuple[int, ...] = MLP_LAYERS,
-                 **_: object) -> None:
+                 cfg=None, **_: object) -> None:
         super().__init__()
         if feedback not in ("explicit", "implicit"):
             raise ValueError(f"feedback '{feedback}' is unknown; use explicit or implicit")
@@ -60,6 +60,7 @@ class NCF(Recommender):
             raise ValueError(f"MLP layers {layers}: need ≥ 2 layers and an even first width")
         self.n_users, self.n_items, self.dim = n_users, n_items, dim
         self.feedback = feedback
+        self.loss = self.resolve_loss(getattr(cfg, "loss", "auto"), feedback)
         self.half = layers[0] // 2
         width = dim + self.half
         self.user_emb = nn.Parameter(torch.randn(n_users, width, generator=generator) * 0.01)

@@ -14,7 +14,9 @@ epoch draws ``negatives_per_positive`` (4) fresh negatives per positive, uniform
 the user has no positive for (vectorized rejection sampling), and the loss is BCE on the model's
 logit. Model selection is by validation HR@``val_k`` (10, the NDSS K): each held-out validation
 positive is ranked among the items the user has neither trained on nor holds out, and the
-selection value is −HR (lower is better, like the explicit validation MSE).
+selection value is −HR (lower is better, like the explicit validation MSE). A model whose loss is
+``bpr`` (``model.loss``; LightGCN's) trains with one sampled negative per positive instead
+(``models/bpr.py``), validated the same way.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from torch.nn import functional as F
 
 from data.ratings import Interactions, RatingScale
 
+from .base import declares
+from .bpr import bpr_epoch
 from .mf import BatchLayout
 from .mf_kernel import MFAdamKernel
 from .optimizers import make_optimizer
@@ -149,8 +153,7 @@ class Trainer:
     def uses_fast_path(self) -> bool:
         """Plain MF with squared error has a hand-derived gradient; subclasses that change the
         step (adversarial defenses) switch it off by overriding ``train_step``."""
-        from .mf import MF
-        return (type(self.model) is MF and self.feedback == "explicit"
+        return (declares(self.model, "compiled_fast_path") and self.feedback == "explicit"
                 and type(self).train_step is Trainer.train_step
                 and type(self).batch_loss is Trainer.batch_loss)
 
@@ -228,6 +231,9 @@ class Trainer:
         if self.feedback == "implicit":
             positive = ratings > 0
             self._seen = (users[positive], items[positive])
+            if getattr(self.model, "loss", None) == "bpr":   # the model's own pairwise loss
+                return self.finish_epoch(bpr_epoch(self, *self._seen),
+                                         "lower model.lr or check the input ratings")
             users, items, ratings = self.with_negatives(users, items, ratings)
         if self.uses_fast_path():
             loss = self.fast_epoch(users, items, ratings)

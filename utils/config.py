@@ -136,6 +136,12 @@ class ModelConfig:
     lr: float = field(default=1e-3, metadata=bounds(0, lo_open=True))
     reg: float = field(default=0.005, metadata=bounds(0))
     optimizer: str = "adam"
+    # The training loss: auto (mse on explicit ratings, bce with sampled negatives on implicit
+    # feedback; LightGCN: bpr) | mse | bce | bpr (one sampled negative per positive, implicit
+    # feedback only; models/bpr.py). A model rejects a loss it does not support.
+    loss: str = "auto"
+    # Propagation steps of graph models (LightGCN's K; the paper's 3); other models ignore it.
+    layers: int = field(default=3, metadata=bounds(0))
     # ``model.profile: <name>`` is not a field: it sets optimizer, lr and reg to the named
     # profile's values (MODEL_PROFILES below) while the config is built, so the resolved
     # config records the values; one of the three set to another value beside it is an error.
@@ -148,6 +154,8 @@ class ModelConfig:
 # Not the default: the paper's text says Adam (1e-3) and 0.005 (protocol.md §3).
 MODEL_PROFILES = {
     "tcd_authors": {"optimizer": "adadelta_sparse", "lr": 20.0, "reg": 1e-4},
+    # LightGCN's paper (He et al., SIGIR 2020, §4.1.2): Adam 1e-3, L2 1e-4 (d 64 is model.dim).
+    "lightgcn_paper": {"optimizer": "adam", "lr": 1e-3, "reg": 1e-4},
 }
 PROFILE_KEYS = ("optimizer", "lr", "reg")
 
@@ -575,6 +583,7 @@ def check_schema(cfg: ExperimentConfig) -> None:
     options are checked in ``experiment/validation.py``)."""
     check_name(cfg.executor, ["local", "ray"], "executor")
     check_name(cfg.dataset.feedback, ["explicit", "implicit"], "dataset.feedback")
+    check_name(cfg.model.loss, ["auto", "mse", "bce", "bpr"], "model.loss")
     _check_file_dataset(cfg.dataset)
     check_name(cfg.model.optimizer, ["adam", "adadelta", "adadelta_sparse", "sgd"],
                "model.optimizer")
