@@ -27,8 +27,8 @@ from models.base import declares
 from models.trainer import Trainer
 
 from .apr_kernel import SharedRowAPRKernel
-
 from .base import Defense, TrainingData
+from .perturbation import row_normalize, sum_over_shared_rows
 
 
 @dataclass
@@ -37,20 +37,6 @@ class AdversarialOptions:
                                # code runs 0.05 (configs/tcd_paper_protocol.yaml)
     adv_weight: float = 1.0
     warmup: int = 5            # T_pre_adv: plain epochs before the adversarial term starts
-
-
-def row_normalize(x: torch.Tensor) -> torch.Tensor:
-    """x / ‖x‖ per row; a zero row stays zero."""
-    norm = x.norm(dim=-1, keepdim=True)
-    return torch.where(norm > 0, x / norm.clamp_min(1e-12), torch.zeros_like(x))
-
-
-def sum_over_shared_rows(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """For every batch row, the sum of ``values`` over the batch rows with the same table id
-    (the gradient of the table row itself, which all its occurrences share)."""
-    uniq, inverse = torch.unique(ids, return_inverse=True)
-    total = values.new_zeros(len(uniq), values.shape[-1]).index_add_(0, inverse, values)
-    return total[inverse]
 
 
 class AdversarialTrainer(Trainer):

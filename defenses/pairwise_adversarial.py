@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from models.base import bpr_objective
 
-from .adversarial import row_normalize, sum_over_shared_rows
+from .perturbation import row_normalize, sum_over_shared_rows
 
 
 def adversarial_bpr_step(trainer, users, pos, neg) -> float:

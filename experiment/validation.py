@@ -18,7 +18,7 @@ from attacks.poison_file import FORMATS as POISON_FORMATS
 from data import DATASETS
 from defenses import DEFENSES
 from models import MODELS
-from models.bpr import has_pairwise_step
+from models.trainer import has_pairwise_step
 from utils.config import (ConfigError, ExperimentConfig, as_list, build_config, check_name,
                           for_dataset, option_sweeps, read_config)
 

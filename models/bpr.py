@@ -12,7 +12,7 @@ The loss is the model's own (``Recommender.bpr_loss``: BPR + L2 on the batch row
 propagates once per step), minimised with the trainer's optimizer; a trainer with a
 ``pairwise_step`` (the adversarial defenses: ``defenses/pairwise_adversarial.py``) takes each
 batch instead. A trainer that changes the pointwise step without declaring a pairwise one is an
-error (``has_pairwise_step``), never a silent plain-BPR run.
+error (``models.trainer.has_pairwise_step``), never a silent plain-BPR run.
 """
 from __future__ import annotations
 
@@ -57,29 +57,9 @@ def sample_negatives(users: torch.Tensor, items: torch.Tensor, n_users: int, n_i
     return neg, ok
 
 
-def has_pairwise_step(trainer_class: type) -> bool:
-    """Whether ``trainer_class`` can train with BPR: it keeps the plain step (which has a BPR
-    form), or the class itself declares ``pairwise_ready`` — it defines ``pairwise_step``, or
-    inherits one it has checked applies (a subclass that changes the step declares nothing and
-    is refused, never trained with a step that ignores its change)."""
-    from .trainer import Trainer
-    return ((trainer_class.train_step is Trainer.train_step
-             and trainer_class.batch_loss is Trainer.batch_loss)
-            or bool(vars(trainer_class).get("pairwise_ready", False)))
-
-
-def check_pairwise_trainer(trainer) -> None:
-    """A trainer whose step is not the plain one (an adversarial defense) has no BPR form."""
-    if not has_pairwise_step(type(trainer)):
-        raise NotImplementedError(
-            f"{type(trainer).__name__} changes the pointwise training step and has no "
-            "pairwise (BPR) form yet; use model.loss: bce, or defense: none with loss bpr")
-
-
 def bpr_epoch(trainer, users: torch.Tensor, items: torch.Tensor) -> float:
     """One BPR epoch over the positives (users, items); returns the mean batch loss weighted by
     batch size."""
-    check_pairwise_trainer(trainer)
     model = trainer.model
     model.train()
     neg, ok = sample_negatives(users, items, model.n_users, model.n_items, trainer.generator)

@@ -232,6 +232,7 @@ class Trainer:
             positive = ratings > 0
             self._seen = (users[positive], items[positive])
             if getattr(self.model, "loss", None) == "bpr":   # the model's own pairwise loss
+                check_pairwise_trainer(self)
                 return self.finish_epoch(bpr_epoch(self, *self._seen),
                                          "lower model.lr or check the input ratings")
             users, items, ratings = self.with_negatives(users, items, ratings)
@@ -562,3 +563,21 @@ class Trainer:
                     torch.as_tensor(data.items, device=self.device),
                     torch.as_tensor(data.ratings, device=self.device))
         return data
+
+
+def has_pairwise_step(trainer_class: type) -> bool:
+    """Whether ``trainer_class`` can train with BPR: it keeps the plain step (which has a BPR
+    form), or the class itself declares ``pairwise_ready`` — it defines ``pairwise_step``, or
+    inherits one it has checked applies (a subclass that changes the step declares nothing and
+    is refused, never trained with a step that ignores its change)."""
+    return ((trainer_class.train_step is Trainer.train_step
+             and trainer_class.batch_loss is Trainer.batch_loss)
+            or bool(vars(trainer_class).get("pairwise_ready", False)))
+
+
+def check_pairwise_trainer(trainer) -> None:
+    """A trainer whose step is not the plain one (an adversarial defense) has no BPR form."""
+    if not has_pairwise_step(type(trainer)):
+        raise NotImplementedError(
+            f"{type(trainer).__name__} changes the pointwise training step and has no "
+            "pairwise (BPR) form yet; use model.loss: bce, or defense: none with loss bpr")

@@ -10,7 +10,8 @@ import torch
 
 from data import load_dataset, split_ratings
 from defenses import DEFENSES, TrainingData
-from defenses.adversarial import AdversarialOptions, row_normalize
+from defenses.adversarial import AdversarialOptions
+from defenses.perturbation import row_normalize
 from models.trainer import Trainer
 from utils.config import DatasetConfig, ModelConfig
 

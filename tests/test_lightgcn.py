@@ -16,7 +16,8 @@ from models.base import declares
 from models.bpr import sample_negatives
 from models.lightgcn import normalized_adjacency
 from models.trainer import Trainer
-from utils.config import ConfigError, ModelConfig, config_from_dict
+from experiment.validation import config_from_dict
+from utils.config import ConfigError, ModelConfig
 
 # 4 users, 3 items: user 0 {0, 1}, user 1 {1}, user 2 {1, 2}, user 3 {2}; a duplicate row.
 USERS = np.array([0, 0, 1, 2, 2, 3, 0])

@@ -30,8 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data.ratings import Interactions
-
 PAIR_CELLS = 1 << 24   # largest (pairs × items) comparison block
 
 
@@ -44,7 +42,7 @@ class UserIndex:
     ptr: np.ndarray
 
     @classmethod
-    def of(cls, inter: Interactions, n_users: int, device="cpu") -> "UserIndex":
+    def of(cls, inter, n_users: int, device="cpu") -> "UserIndex":
         keep = inter.users < n_users
         users, items = inter.users[keep], inter.items[keep]
         order = np.lexsort((items, users))
@@ -143,23 +141,24 @@ class TopKResult:
     target_gain: np.ndarray   # (n_real_users, n_targets)
 
 
-def eligible_pairs(seen: Interactions, test: Interactions, targets: np.ndarray,
+def eligible_pairs(seen, test, targets: np.ndarray,
                    n_real_users: int) -> np.ndarray:
     """(n_real_users, n_targets) bool: the user has not interacted with the target (neither
     known nor held out)."""
     targets = np.asarray(targets, dtype=np.int64)
     rated = np.zeros((n_real_users, len(targets)), dtype=bool)
-    both = Interactions.concat(seen, test)
-    col = np.full(int(max(both.items.max(initial=0), targets.max(initial=0))) + 1, -1)
+    users = np.concatenate([seen.users, test.users])
+    items = np.concatenate([seen.items, test.items])
+    col = np.full(int(max(items.max(initial=0), targets.max(initial=0))) + 1, -1)
     col[targets] = np.arange(len(targets))
-    j = col[both.items]
-    keep = (j >= 0) & (both.users < n_real_users)
-    rated[both.users[keep], j[keep]] = True
+    j = col[items]
+    keep = (j >= 0) & (users < n_real_users)
+    rated[users[keep], j[keep]] = True
     return ~rated
 
 
 @torch.no_grad()
-def topk_metrics(model, seen: Interactions, test: Interactions, n_real_users: int,
+def topk_metrics(model, seen, test, n_real_users: int,
                  targets: np.ndarray | None = None, k: int = 20, target_k: int = 50,
                  batch_users: int = 1024, device: torch.device | str = "cpu") -> TopKResult:
     """Recall@``k``, NDCG@``k`` on ``test`` and target HR/NDCG@``target_k`` of ``targets``,
