@@ -14,7 +14,13 @@ feedback when the experiment has several):
 - ``target_hr_bars_<block>.png`` — target HR per attack and defense with the cells'
   confidence intervals as error bars (Origin as a line);
 - ``attack_hr_vs_knowledge_cost_<block>.png`` — TCD Table 2 as a figure (no defense);
-- ``target_hr_vs_attack_size_<block>.png`` — the NDSS comparison (no defense).
+- ``target_hr_vs_attack_size_<block>.png`` — the NDSS comparison (no defense);
+- ``robustness_utility_<block>.png`` — one point per defense and target kind: x = its clean
+  tail HR@K (top row) or tail share@K (bottom row) as a share of the undefended model's, y = its
+  worst-case target HR over the attacks as a share of the undefended worst case, with the
+  cells' intervals as bars (divided by the undefended value); the good corner is bottom right,
+  and the band left of ``report.tail_floor`` (tail suppression, ‡ in the tables) is shaded
+  (needs clean-data cells of the defenses, ``attack: [none, …]``).
 """
 from __future__ import annotations
 
@@ -332,6 +338,87 @@ def bars_figure(summary: pd.DataFrame, k: int, kinds: list[str]):
     return fig
 
 
+def _mean_and_bar(rec: pd.Series, metric: str, scale: float) -> tuple[float, float, float]:
+    """A summary row's mean of ``metric`` divided by ``scale`` and the distances to its
+    interval's bounds (0 where it has none)."""
+    mean = float(rec[f"{metric}_mean"]) / scale
+    low, high = (float(rec.get(f"{metric}_{b}", np.nan)) / scale for b in ("low", "high"))
+    return mean, (0.0 if math.isnan(low) else max(mean - low, 0.0)), \
+        (0.0 if math.isnan(high) else max(high - mean, 0.0))
+
+
+def robustness_utility_figure(summary: pd.DataFrame, k: int, kinds: list[str],
+                              tail_floor: float = 0.5):
+    """Worst-case target HR vs clean tail utility, both relative to the undefended model."""
+    y = f"target_hr@{k}"
+    xs = [f"tail_hr@{k}", f"tail_share@{k}"]
+    if any(f"{c}_mean" not in summary for c in [y] + xs):
+        return None
+    attacked = summary[summary.attack != ORIGIN]
+    clean = summary[summary.attack == ORIGIN]
+    variants = _variants(summary, with_undefended=True)
+    if attacked.empty or len(variants) < 2 or \
+            clean[clean.defense != UNDEFENDED].empty:
+        return None
+    colors = _colors(variants)
+    fig, axes = plt.subplots(2, len(kinds), squeeze=False, layout="constrained",
+                             figsize=(4.6 * len(kinds) + 1.6, 7.4))
+    drawn = False
+    for c, kind in enumerate(kinds):
+        att, cl = attacked[attacked.target_kind == kind], clean[clean.target_kind == kind]
+
+        def worst(d, p):
+            part = att[(att.defense == d) & (att.defense_params == p)].dropna(
+                subset=[f"{y}_mean"])
+            return None if part.empty else part.loc[part[f"{y}_mean"].idxmax()]
+
+        base_worst = worst(UNDEFENDED, "")
+        base_clean = cl[cl.defense == UNDEFENDED]
+        if base_worst is None or base_clean.empty or not base_worst[f"{y}_mean"] > 0:
+            continue
+        for r, x in enumerate(xs):
+            ax = axes[r][c]
+            x_base = float(base_clean[f"{x}_mean"].iloc[0])
+            if not x_base > 0:
+                continue
+            for variant in variants:
+                w = worst(*variant)
+                mine = cl[(cl.defense == variant[0]) & (cl.defense_params == variant[1])]
+                if w is None or mine.empty or math.isnan(float(mine[f"{x}_mean"].iloc[0])):
+                    continue
+                xm, xl, xh = _mean_and_bar(mine.iloc[0], x, x_base)
+                ym, yl, yh = _mean_and_bar(w, y, float(base_worst[f"{y}_mean"]))
+                label = "undefended" if variant[0] == UNDEFENDED else _variant_label(*variant)
+                if str(mine.iloc[0].get("tail_suppressed")) == "True":
+                    label += " ‡"
+                ax.errorbar([xm], [ym], xerr=[[xl], [xh]], yerr=[[yl], [yh]], fmt="o",
+                            color=colors[variant], capsize=2, ms=6, label=label)
+                ax.annotate(label, (xm, ym), fontsize=7, xytext=(4, 3),
+                            textcoords="offset points")
+                drawn = True
+            lo, hi = ax.get_xlim()
+            if x.startswith("tail_share"):   # the ‡ rule (report.tail_floor)
+                ax.axvspan(min(lo, 0.0) - 0.02, tail_floor, color="0.85", zorder=0,
+                           label=f"‡ tail suppressed (< {100 * tail_floor:g} %)")
+                ax.legend(fontsize=7)
+            ax.axvline(1.0, color="k", lw=0.6, ls=":")
+            ax.axhline(1.0, color="k", lw=0.6, ls=":")
+            ax.set_xlim(min(lo, 0.0) - 0.02, max(hi, 1.1))
+            ax.set_ylim(bottom=min(ax.get_ylim()[0], 0.0))
+            ax.annotate("better ↘", xy=(0.97, 0.03), xycoords="axes fraction", ha="right",
+                        fontsize=8, color="tab:green")
+            name = "tail HR" if x.startswith("tail_hr") else "tail share"
+            ax.set_xlabel(f"clean {name}@{k} / undefended")
+            ax.set_ylabel(f"worst-case target HR@{k} / undefended worst")
+            ax.set_title(f"{kind} targets", fontsize=9)
+    if not drawn:
+        plt.close(fig)
+        return None
+    fig.suptitle(f"Robustness vs long-tail utility (worst case over the attacks; K={k})",
+                 fontsize=10)
+    return fig
+
+
 def undefended_curve(summary: pd.DataFrame, k: int, kinds: list[str], coord: str):
     """Undefended target HR vs knowledge cost or attack size, one line per attack."""
     y = f"target_hr@{k}_mean"
@@ -367,7 +454,7 @@ def undefended_curve(summary: pd.DataFrame, k: int, kinds: list[str], coord: str
 
 
 def write_figures(folder: Path, runs: pd.DataFrame, summary: pd.DataFrame, k: int,
-                  cells_dir: Path) -> list[Path]:
+                  cells_dir: Path, tail_floor: float = 0.5) -> list[Path]:
     """Draw every figure the results support; stale PNGs of earlier runs are removed."""
     written: list[Path] = []
     if runs.empty or summary.empty:
@@ -388,6 +475,7 @@ def write_figures(folder: Path, runs: pd.DataFrame, summary: pd.DataFrame, k: in
             "target_hr_bars": bars_figure(s, k, kinds),
             "attack_hr_vs_knowledge_cost": undefended_curve(s, k, kinds, "knowledge_cost"),
             "target_hr_vs_attack_size": undefended_curve(s, k, kinds, "attack_size"),
+            "robustness_utility": robustness_utility_figure(s, k, kinds, tail_floor),
         }
         for name, fig in figures.items():
             if fig is not None:

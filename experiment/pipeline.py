@@ -31,6 +31,7 @@ from utils.config import ConfigError, ExperimentConfig, as_list, dump_yaml, for_
 from experiment.executors import make_executor
 from experiment.planning import (FILE_ATTACK, Cell, Task, cell_key, component_options,
                                  params_text, plan_cells, plan_tasks)
+from utils.metrics import METRICS
 from utils.seeding import content_key, derive_seed
 from experiment.workspace import Workspace, jsonable, list_target_indices, save_npz
 
@@ -47,6 +48,12 @@ def _read_row(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None  # missing or damaged: recomputed, never trusted
     return row if isinstance(row, dict) and "cell" in row else None
+
+
+def _has_every_metric(row: dict, k: int) -> bool:
+    """Whether a finished cell's row has every registered metric's column: a cell computed
+    before a metric was registered is recomputed (its model is not kept to re-evaluate)."""
+    return all(m.column(k) in row for m in METRICS.values())
 
 
 def _save_cell(cells_dir: Path, key: str, row: dict, arrays: dict) -> dict:
@@ -143,7 +150,8 @@ def _run(cfg: ExperimentConfig, out: Path, started: float, argv: list[str] | Non
     rows: dict[Cell, dict] = {}
     for cell in plan:
         row = _read_row(cells_dir / f"{keys[cell]}.json")
-        if row is not None:
+        if row is not None and _has_every_metric(row, for_dataset(cfg, cell.dataset)
+                                                 .evaluation.k):
             rows[cell] = row
     todo = [cell for cell in plan if cell not in rows]
     tasks, deps = plan_tasks(todo, keys)

@@ -174,7 +174,8 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     # One training (the default) keeps the keys of cells computed before ``retrains`` existed.
     evaluation = {k: v for k, v in c["evaluation"].items()
                   if not (k == "retrains" and v == 1)
-                  and not (k == "select_on" and v == "validation")}
+                  and not (k == "select_on" and v == "validation")
+                  and not (k == "tail" and v == {"head_share": 0.2})}
     # Options added later are keyed only away from their defaults (earlier cells keep keys).
     split_cfg = {k: v for k, v in c["split"].items()
                  if not (k == "fake_rows" and v == "train")

@@ -143,6 +143,8 @@ def _text(value: Value | None, n_mode: int, latex: bool) -> str:
         text += f"$^{{{value.stars}}}$" if latex else value.stars
     if value.mark:
         text += "$^{\\dagger}$" if latex else value.mark
+    if value.suppressed:
+        text += "$^{\\ddagger}$" if latex else "‡"
     if value.n != n_mode and not value.derived:
         text += f" (n={value.n})"
     if value.note:
@@ -153,29 +155,123 @@ def _text(value: Value | None, n_mode: int, latex: bool) -> str:
 NOTE = ("Mean over {n} seed{s} unless marked (n=…) with its {level:g} % confidence interval "
         "[low, high]: a two-stage bootstrap ({bootstrap} replicates) over the seeds and, within "
         "each seed, the real users and the targets (± std over seeds where a cell has no "
-        "per-user outcomes). Stars: paired t-test across seeds against the best of AT and RAT "
-        "in the same attack setting (the undefended model where neither ran); only "
-        "improvements are marked: * p < 0.05, ** p < 0.01, *** p < 0.001. †: differs from the "
-        "undefended model of the same setting (paired t-test across seeds; with one seed a "
-        "t-test over the users' paired outcomes), Holm-corrected over all defended cells of a "
-        "dataset and target kind, at p < {alpha:g}. RI = 1 − (HR_def − HR_origin) / "
-        "(HR_attack − HR_origin) and success reduction = 1 − HR_def / HR_attack from the mean "
-        "target HRs, each beside Δ, the defense's change of the target HR from the undefended "
-        "model with its interval. ᵃ n.e.: the attack was not effective there — its gain over "
-        "Origin was below {min_gain:g} or its interval included 0 — so no ratio is shown and "
-        "the mean rows leave it out (\"k of n\" says how many they kept).")
+        "per-user outcomes).")
+STARS = ("Stars: paired t-test across seeds against the best of AT and RAT in the same attack "
+         "setting (the undefended model where neither ran); only improvements are marked: "
+         "* p < 0.05, ** p < 0.01, *** p < 0.001.")
+DAGGER = ("†: differs from the undefended model of the same setting (paired t-test across "
+          "seeds; with one seed a t-test over the users' paired outcomes), Holm-corrected over "
+          "all defended cells of a dataset and target kind, at p < {alpha:g}.")
+RATIOS = ("RI = 1 − (HR_def − HR_origin) / (HR_attack − HR_origin) and success reduction = "
+          "1 − HR_def / HR_attack from the mean target HRs, each beside Δ, the defense's change "
+          "of the target HR from the undefended model with its interval.")
+DELTA = ("Utility: Δ is the defense's change from the undefended model of the same setting "
+         "(Origin on clean data) with its interval; tail = the items outside the head, the "
+         "most-rated items making up at most {head:g} % of the catalogue (meta.json \"tail\").")
+DDAGGER = ("‡: the defense's clean-data tail share@K is below {floor:g} % of the undefended "
+           "model's (report.tail_floor; summary.csv tail_suppressed): it has stopped "
+           "recommending the long tail, so its robustness on rarely rated targets is not "
+           "creditable as robustness.")
+UNJUDGED = ("No defense ran on clean data (add none to attack.name), so no robustness ratio can "
+            "be checked for tail suppression (‡).")
+NOT_EFFECTIVE = ("ᵃ n.e.: the attack was not effective there — its gain over Origin was below "
+                 "{min_gain:g} or its interval included 0 — so no ratio is shown and the mean "
+                 "rows leave it out (\"k of n\" says how many they kept).")
 
 
-def _note(n_mode: int, options: IntervalOptions) -> str:
-    return NOTE.format(n=n_mode, s="" if n_mode == 1 else "s", level=100 * options.level,
-                       bootstrap=options.bootstrap, alpha=1 - options.level,
-                       min_gain=options.min_gain)
+def _used(tables: list[Table]) -> dict:
+    """Which symbols the tables use (the legend explains only those)."""
+    values = [v for t in tables for row in t.rows for v in row if isinstance(v, Value)]
+    return {"stars": any(v.stars for v in values), "dagger": any(v.mark for v in values),
+            "ddagger": any(v.suppressed for v in values),
+            "ne": any(v.ineffective for v in values),
+            "ratios": any(t.title.startswith("Table 3 · RI") or "reduction" in t.title
+                          or t.title.startswith("Worst case") for t in tables),
+            "utility": any(t.title.startswith("Utility") for t in tables)}
+
+
+def _note(n_mode: int, options: IntervalOptions, tables: list[Table] | None = None,
+          head_share: float = 0.2, unjudged: bool = False) -> str:
+    used = _used(tables or [])
+    parts = [NOTE.format(n=n_mode, s="" if n_mode == 1 else "s", level=100 * options.level,
+                         bootstrap=options.bootstrap)]
+    if used["stars"]:
+        parts.append(STARS)
+    if used["dagger"]:
+        parts.append(DAGGER.format(alpha=1 - options.level))
+    if used["ratios"]:
+        parts.append(RATIOS)
+    if used["utility"]:
+        parts.append(DELTA.format(head=100 * head_share))
+    if used["ddagger"]:
+        parts.append(DDAGGER.format(floor=100 * options.tail_floor))
+    elif unjudged and used["ratios"]:
+        parts.append(UNJUDGED)
+    if used["ne"]:
+        parts.append(NOT_EFFECTIVE.format(min_gain=options.min_gain))
+    return " ".join(parts)
+
+
+def setting_lines(runs: pd.DataFrame, labels: dict | None = None) -> list[str]:
+    """What the tables cover, per dataset and model: the targets of each kind (the dataset's
+    own item ids, per seed), the attack sizes (fake users), the filler size and the knowledge
+    costs."""
+    labels = labels or {}
+    if runs.empty or "dataset" not in runs:
+        return []
+    lines = []
+    for (dataset, model, feedback), group in runs.groupby(["dataset", "model", "feedback"],
+                                                           sort=False):
+        parts = []
+        if "targets" in group:
+            kinds = []
+            for kind, by_kind in group.groupby("target_kind", sort=False):
+                per_seed = by_kind.drop_duplicates("repeat").sort_values("repeat")
+                lists = [_id_list(t) for t in per_seed["targets"]]
+                if len(set(lists)) == 1:
+                    kinds.append(f"{kind}: {lists[0]}")
+                else:
+                    kinds.append(f"{kind}: " + "; ".join(
+                        f"seed {r}: {t}" for r, t in zip(per_seed["repeat"], lists)))
+            parts.append("targets " + " · ".join(kinds))
+        attacked = group[group.attack != ORIGIN]
+        if len(attacked):
+            sizes = []
+            for size, by_size in attacked.groupby("attack_size", sort=False):
+                fakes = sorted(set(by_size["n_fake"].dropna().astype(int))) \
+                    if "n_fake" in by_size else []
+                count = "/".join(map(str, fakes))
+                sizes.append(f"{100 * size:g} % of the real users"
+                             + (f" ({count} fake users)" if count else ""))
+            parts.append("attack size " + ", ".join(sizes))
+            if "filler_size" in attacked:
+                fillers = sorted(set(attacked["filler_size"].dropna().astype(int)))
+                if fillers:
+                    parts.append("filler " + "/".join(map(str, fillers)) + " items")
+            costs = sorted(set(attacked["knowledge_cost"].dropna()))
+            parts.append("knowledge cost " + ", ".join(f"c = {c:g}" for c in costs))
+        else:
+            parts.append("clean data only (no attack)")
+        lines.append(f"- **{labels.get(dataset, dataset)}** ({model}, {feedback}): "
+                     + "; ".join(parts) + ".")
+    return lines
+
+
+def _id_list(text, limit: int = 12) -> str:
+    ids = str(text).split() if isinstance(text, str) else []
+    shown = " ".join(ids[:limit]) + (" …" if len(ids) > limit else "")
+    return f"{len(ids)} item{'s' if len(ids) != 1 else ''} ({shown})" if ids else "none"
 
 
 def render_markdown(title: str, tables: list[Table], failed: pd.DataFrame | None,
-                    n_mode: int, options: IntervalOptions | None = None) -> str:
+                    n_mode: int, options: IntervalOptions | None = None,
+                    setting: list[str] | None = None, head_share: float = 0.2,
+                    unjudged: bool = False) -> str:
     options = options or IntervalOptions()
-    lines = [f"# {title}", "", _note(n_mode, options), ""]
+    lines = [f"# {title}", ""]
+    if setting:
+        lines += ["What the tables cover:", "", *setting, ""]
+    lines += [_note(n_mode, options, tables, head_share, unjudged), ""]
     for table in tables:
         header = table.label_columns + [f"{g}: {c}" for g in table.groups for c in table.columns]
         lines += [f"## {table.title}", "", "| " + " | ".join(header) + " |",
@@ -208,7 +304,7 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}", "±": r"$\pm$", "·": r"$\cdot$", "≤": r"$\leq$",
                   "−": "-", "…": r"\ldots{}", "Δ": r"$\Delta$",
-                  "†": r"$^{\dagger}$"}
+                  "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$"}
 
 
 def latex_escape(text: str) -> str:
@@ -216,11 +312,14 @@ def latex_escape(text: str) -> str:
 
 
 def render_latex(title: str, tables: list[Table], failed: pd.DataFrame | None,
-                 n_mode: int, options: IntervalOptions | None = None) -> str:
+                 n_mode: int, options: IntervalOptions | None = None,
+                 setting: list[str] | None = None, head_share: float = 0.2,
+                 unjudged: bool = False) -> str:
     options = options or IntervalOptions()
     lines = [f"% {title}: tables generated by experiment/reporting.py",
              "% requires \\usepackage{booktabs}",
-             "% " + _note(n_mode, options), ""]
+             *(f"% {line}" for line in setting or []),
+             "% " + _note(n_mode, options, tables, head_share, unjudged), ""]
     for table in tables:
         n_labels, width = len(table.label_columns), len(table.columns)
         spec = "l" * n_labels + ("@{\\quad}" + "c" * width) * len(table.groups)
@@ -273,7 +372,8 @@ def git_commit() -> str | None:
 
 def interval_options(cfg: ExperimentConfig, out: Path) -> IntervalOptions:
     return IntervalOptions(level=cfg.report.level, bootstrap=cfg.report.bootstrap,
-                           min_gain=cfg.report.min_gain, seed=cfg.seed, cells_dir=out / "cells")
+                           min_gain=cfg.report.min_gain, seed=cfg.seed, cells_dir=out / "cells",
+                           tail_floor=cfg.report.tail_floor)
 
 
 TEST_SELECTION = ("MODEL SELECTION ON THE TEST SET (evaluation.select_on: test, the TCD "
@@ -297,13 +397,39 @@ def report(out: Path, runs: pd.DataFrame, failed: pd.DataFrame | None, k: int,
         options = IntervalOptions(cells_dir=out / "cells")
     summary = summarize(runs, k, failed, options)
     atomic_write_text(out / "summary.csv", csv_text(summary))
-    tables = build_tables(summary, k, alpha=1 - options.level)
+    labels, head_share = _saved_labels(out)
+    tables = build_tables(summary, k, alpha=1 - options.level, dataset_labels=labels)
     n_mode = int(summary["n_runs"].mode().iloc[0]) if len(summary) else 1
     if selected_on_test(runs):
         title += f" — {TEST_SELECTION}"
-    atomic_write_text(out / "tables.md", render_markdown(title, tables, failed, n_mode, options))
-    atomic_write_text(out / "tables.tex", render_latex(title, tables, failed, n_mode, options))
-    return figures.write_figures(out / "figures", runs, summary, k, out / "cells")
+    setting = setting_lines(runs, labels)
+    defended = summary[summary.defense != UNDEFENDED] if "defense" in summary else summary
+    unjudged = bool(len(defended)) and ("tail_suppressed" not in summary
+                                        or defended["tail_suppressed"].isna().all())
+    atomic_write_text(out / "tables.md", render_markdown(title, tables, failed, n_mode, options,
+                                                         setting, head_share, unjudged))
+    atomic_write_text(out / "tables.tex", render_latex(title, tables, failed, n_mode, options,
+                                                       setting, head_share, unjudged))
+    return figures.write_figures(out / "figures", runs, summary, k, out / "cells",
+                                 options.tail_floor)
+
+
+def _saved_labels(out: Path) -> tuple[dict, float]:
+    """From the run's config.yaml: the tables' names of datasets (``dataset=file`` by its
+    file's name) and the head share of the tail metrics."""
+    import yaml
+
+    path = out / "config.yaml"
+    tree = {}
+    if path.is_file():
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            tree = {}
+    dataset = tree.get("dataset") or {}
+    labels = {"file": Path(dataset["path"]).name} if dataset.get("path") else {}
+    tail = (tree.get("evaluation") or {}).get("tail") or {}
+    return labels, float(tail.get("head_share", 0.2))
 
 
 def write_all(out: Path, cfg: ExperimentConfig, rows: list[dict], failed: list[dict],
@@ -353,7 +479,33 @@ def write_all(out: Path, cfg: ExperimentConfig, rows: list[dict], failed: list[d
         if files.train:
             meta.setdefault("split_files", {})[name] = {
                 path: dataset_file_digest(path) for path in (files.train, files.test)}
+    meta["tail"] = tail_thresholds(cfg)
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
+
+
+def tail_thresholds(cfg: ExperimentConfig) -> dict:
+    """Per dataset: the head share asked for (``evaluation.tail.head_share``) and, per seed (the
+    split decides the real users' training ratings), the head's popularity threshold (head =
+    items with more training ratings than it), its items and the actual head share."""
+    from utils.config import as_list, for_dataset
+    from utils.metrics import split_head
+    from experiment.workspace import Workspace
+
+    found = {}
+    for name in as_list(cfg.dataset.name):
+        dcfg = for_dataset(cfg, name)
+        ws = Workspace(dcfg)
+        per_seed = []
+        for repeat in range(cfg.repeats):
+            split = ws.split(name, repeat)
+            popularity = np.bincount(split.train.items, minlength=split.n_items)
+            per_seed.append({"repeat": repeat, **split_head(
+                popularity, dcfg.evaluation.tail.head_share).record()})
+        found[name] = {"head_share_asked": dcfg.evaluation.tail.head_share,
+                       "rule": "head = items with more real-user training ratings than "
+                               "threshold; boundary ties go to the tail",
+                       "per_seed": per_seed}
+    return found
 
 
 def _saved_settings(out: Path, runs: pd.DataFrame) -> tuple[int, str, IntervalOptions]:
@@ -371,7 +523,8 @@ def _saved_settings(out: Path, runs: pd.DataFrame) -> tuple[int, str, IntervalOp
         options = IntervalOptions(level=float(saved.get("level", options.level)),
                                   bootstrap=int(saved.get("bootstrap", options.bootstrap)),
                                   min_gain=float(saved.get("min_gain", options.min_gain)),
-                                  seed=int(tree.get("seed", 0)), cells_dir=out / "cells")
+                                  seed=int(tree.get("seed", 0)), cells_dir=out / "cells",
+                                  tail_floor=float(saved.get("tail_floor", options.tail_floor)))
     if k is None:
         found = [int(m.group(1)) for c in runs for m in [re.fullmatch(r"target_hr@(\d+)", c)]
                  if m]

@@ -36,6 +36,7 @@ class IntervalOptions:
     min_gain: float = 0.01     # RI / success reduction only where the attack gained ≥ this
     seed: int = 0              # the master seed (the resampling is derived from it)
     cells_dir: Path | None = None   # cells/<key>.npz with the per-user outcomes
+    tail_floor: float = 0.5    # ‡ below this share of the undefended clean tail_share@K
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -76,6 +77,7 @@ def summarize(runs: pd.DataFrame, k: int, failed: pd.DataFrame | None = None,
     _add_failures(summary, failed)
     _add_intervals(summary, runs, groups, k, options)
     _add_relative_of_means(summary, k)
+    _add_tail_suppression(summary, k, options.tail_floor)
     for metric in tested_metrics():
         if metric.column(k) in runs:
             _add_significance(summary, groups, metric.column(k), not metric.higher_is_better)
@@ -114,6 +116,42 @@ def _add_relative_of_means(summary: pd.DataFrame, k: int) -> None:
         ri = sr = [np.nan] * len(summary)
     summary["ri_of_means"] = ri
     summary["success_reduction_of_means"] = sr
+
+
+# The utility table's metrics (experiment/tables.py), each with its change from the undefended
+# model of the same setting and that change's interval.
+UTILITY = ("hr", "tail_hr", "tail_share", "coverage")
+TAIL_SHARE = "tail_share"
+
+
+def _add_tail_suppression(summary: pd.DataFrame, k: int, floor: float) -> None:
+    """Per row: the defense's clean-data tail_share@K as a share of the undefended model's
+    (same dataset, model and target kind; ``clean_tail_share_ratio``) and the tail-suppression
+    flag ``tail_suppressed`` (that ratio below ``report.tail_floor``; blank where either clean
+    cell is missing). Its robustness ratios carry ‡ in the tables: a defense that stopped
+    recommending the long tail is not robust on rarely rated targets, it hides them."""
+    col = f"{TAIL_SHARE}@{k}_mean"
+    ratios, flags = [], []
+    if col in summary:
+        records = summary.to_dict("records")
+        clean = {tuple(r[c] for c in BASE) + (r["defense"], r["defense_params"]): r[col]
+                 for r in records if r["attack"] == ORIGIN}
+        for r in records:
+            base = tuple(r[c] for c in BASE)
+            mine = clean.get(base + (r["defense"], r["defense_params"]), np.nan)
+            undefended = clean.get(base + (UNDEFENDED, ""), np.nan)
+            ratio = (mine / undefended if not (_nan(mine) or _nan(undefended)) and undefended > 0
+                     else np.nan)
+            ratios.append(ratio)
+            flags.append(None if _nan(ratio) else bool(ratio < floor))
+    else:
+        ratios, flags = [np.nan] * len(summary), [None] * len(summary)
+    summary["clean_tail_share_ratio"] = ratios
+    summary["tail_suppressed"] = pd.Series(flags, dtype=object)
+
+
+def _nan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _add_significance(summary: pd.DataFrame, groups: dict, metric: str,
@@ -323,10 +361,18 @@ def _add_intervals(summary: pd.DataFrame, runs: pd.DataFrame, groups: dict, k: i
         put("attack_gain_high", n, interval.high)
         summary.at[n, "attack_effective"] = effective
     # Each defense against the undefended model of its setting (clean data: Origin).
+    utility = [METRICS[name] for name in UTILITY if name in METRICS
+               and METRICS[name].column(k) in runs]
     for n, key in enumerate(keys):
         if key[-2] == UNDEFENDED or key not in groups:
             continue
         base = key[:len(SETTING)] + (UNDEFENDED, "")
+        for metric in utility:
+            name = metric.column(k)
+            interval, _ = ix.compare([key, base], [1.0, -1.0], metric, groups, name)
+            put(f"change_{name}", n, interval.estimate)
+            put(f"change_{name}_low", n, interval.low)
+            put(f"change_{name}_high", n, interval.high)
         interval, _ = ix.compare([key, base], [1.0, -1.0], ATTACK_METRIC, groups, thr)
         put(f"change_{thr}", n, interval.estimate)
         put(f"change_{thr}_low", n, interval.low)

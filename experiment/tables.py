@@ -42,6 +42,7 @@ class Value:
     high: float = float("nan")
     mark: str = ""         # "†": differs from the undefended model (Holm-corrected test)
     ineffective: bool = False    # a ratio left out: the attack's gain was not established
+    suppressed: bool = False     # "‡": a robustness ratio of a defense that suppresses the tail
 
 
 @dataclass
@@ -75,8 +76,10 @@ def _display(defense: str, params: str) -> str:
 class _Index:
     """Summary rows by coordinates, with the layout facts the tables share."""
 
-    def __init__(self, summary: pd.DataFrame, k: int, alpha: float = 0.05) -> None:
+    def __init__(self, summary: pd.DataFrame, k: int, alpha: float = 0.05,
+                 dataset_labels: dict | None = None) -> None:
         self.summary, self.k, self.alpha = summary, k, alpha
+        self.dataset_labels = dataset_labels or {}
         self.records = {tuple(r[c] for c in COORDS): r for r in summary.to_dict("records")}
         self.kinds = list(dict.fromkeys(summary.target_kind))
         self.variants = _defense_variants(summary)
@@ -85,6 +88,16 @@ class _Index:
         self.sizes = list(dict.fromkeys(attacked.attack_size))
         self.costs = list(dict.fromkeys(attacked.knowledge_cost))
         self.n_mode = int(summary["n_runs"].mode().iloc[0]) if len(summary) else 1
+
+    def name(self, dataset: str) -> str:
+        """How a dataset is named: ``dataset=file`` by its file's name."""
+        return self.dataset_labels.get(dataset, dataset)
+
+    def suppressed(self, base: tuple, defense: str, params: str) -> bool:
+        """Whether the defense's clean tail_share@K is below ``report.tail_floor`` of the
+        undefended model's (summary.csv ``tail_suppressed``, on its clean-data row)."""
+        rec = self.get(base, (ORIGIN, 0.0, 0.0, ""), defense, params)
+        return rec is not None and rec.get("tail_suppressed") in (True, "True", "true")
 
     def get(self, base: tuple, attack: tuple, defense: str, params: str = "") -> dict | None:
         return self.records.get(base + attack + (defense, params))
@@ -128,7 +141,7 @@ class _Index:
 
     def labels(self, row: dict, vary: tuple = ()) -> list[str]:
         attack = attack_label(row["attack"], row.get("attack_params"))
-        out = [row["dataset"]]
+        out = [self.name(row["dataset"])]
         if self.many_models:
             out.append(f"{row['model']} ({row['feedback']})")
         out.append(attack)
@@ -200,19 +213,26 @@ def relative_table(ix: _Index, column: str, title: str, percent: bool) -> Table 
                 for d, p in ix.variants:
                     rec = ix.get(key[:3] + (kind,), key[3:], d, p)
                     cells.append(_ratio_value(rec, column, change, percent))
+                    if cells[-1] is not None:
+                        cells[-1].suppressed = ix.suppressed(key[:3] + (kind,), d, p)
                     if cells[-1] is not None and cells[-1].ineffective:
                         left_out[n] += 1
                     elif cells[-1] is not None:
                         collected[n].append(cells[-1].mean)
                     n += 1
             table.rows.append(cells)
-        labels = [block[0]] + ([f"{block[1]} ({block[2]})"] if ix.many_models else []) + ["mean"]
+        labels = [ix.name(block[0])] + ([f"{block[1]} ({block[2]})"] if ix.many_models
+                                        else []) + ["mean"]
         labels += [""] * (len(table.label_columns) - len(labels))
+        marks = [ix.suppressed(block + (kind,), d, p) for kind in ix.kinds for d, p in ix.variants]
         table.rows.append(labels + [
-            Value(float(np.mean(v)) if v else float("nan"), percent=percent, derived=True,
-                  note=f"{len(v)} of {len(v) + out}" if out else "")
+            (Value(float(np.mean(v)), percent=percent, derived=True, suppressed=mark,
+                   note=f"{len(v)} of {len(v) + out}" if out else "") if v else
+             # No attack of the block was effective: nothing to average.
+             Value(float("nan"), percent=percent, derived=True, ineffective=True,
+                   suppressed=mark, note=f"no effective attack of {out}"))
             if v or out else None
-            for v, out in zip(collected, left_out)])
+            for v, out, mark in zip(collected, left_out, marks)])
     return table
 
 
@@ -267,28 +287,36 @@ def sweep_table(ix: _Index, metric: str, coord: str, title: str, fmt) -> Table |
 
 def worst_case_table(ix: _Index, metric: str, title: str) -> Table | None:
     """Per dataset block and defense (the undefended model first): the mean of ``metric`` over
-    the block's attack settings and the worst setting (highest mean, named), and that worst
-    case as a share of the undefended model's worst case (threat-model.md §4)."""
+    the block's attack settings and the worst setting (highest mean, named), that worst case as
+    a share of the undefended model's worst case (threat-model.md §4), and beside it what the
+    defense costs the long tail on clean data: its tail_share@K and tail_hr@K as a share of the
+    undefended model's. ‡ marks the worst-case share of a defense that suppresses the tail."""
     keys = ix.settings()
     if not keys:
         return None
     variants = [(UNDEFENDED, "")] + ix.variants
-    columns = ["mean over attacks", "worst attack", "worst / undefended worst"]
+    columns = ["mean over attacks", "worst attack: target HR", "worst / undefended worst",
+               f"clean tail share@{ix.k} / undefended", f"clean tail HR@{ix.k} / undefended"]
     table = Table(title, ["Dataset"] + (["Model"] if ix.many_models else []) + ["Defense"],
                   ix.kinds, columns)
+    clean = (ORIGIN, 0.0, 0.0, "")
     for block in dict.fromkeys(key[:3] for key in keys):
         table.blocks.append(len(table.rows))
         settings = [key[3:] for key in keys if key[:3] == block]
         worst_undefended = {}
         for d, p in variants:
-            labels = [block[0]] + ([f"{block[1]} ({block[2]})"] if ix.many_models else [])
-            cells = labels + [_display(d, p)]
+            labels = [ix.name(block[0])] + ([f"{block[1]} ({block[2]})"] if ix.many_models
+                                            else [])
+            cells = labels + ["none (undefended)" if d == UNDEFENDED else _display(d, p)]
             for kind in ix.kinds:
-                found = [(ix.get(block + (kind,), s, d, p), s) for s in settings]
+                base = block + (kind,)
+                tail = [_clean_share(ix.get(base, clean, d, p), ix.get(base, clean, UNDEFENDED),
+                                     f"{name}@{ix.k}") for name in ("tail_share", "tail_hr")]
+                found = [(ix.get(base, s, d, p), s) for s in settings]
                 found = [(rec, s) for rec, s in found
                          if rec is not None and not _missing(rec.get(f"{metric}_mean"))]
                 if not found:
-                    cells += [None, None, None]
+                    cells += [None, None, None] + tail
                     continue
                 means = [rec[f"{metric}_mean"] for rec, _ in found]
                 rec, setting = found[int(np.argmax(means))]
@@ -296,12 +324,66 @@ def worst_case_table(ix: _Index, metric: str, title: str) -> Table | None:
                 worst.note = _setting_label(setting, ix)
                 if d == UNDEFENDED:
                     worst_undefended[kind] = worst.mean
-                base = worst_undefended.get(kind)
-                share = (Value(worst.mean / base, percent=True, derived=True)
-                         if base and base > 0 else None)
+                undefended = worst_undefended.get(kind)
+                share = (Value(worst.mean / undefended, percent=True, derived=True,
+                               suppressed=ix.suppressed(base, d, p))
+                         if undefended and undefended > 0 else None)
                 mean = Value(float(np.mean(means)), derived=True,
                              note="" if len(found) == len(settings) else f"{len(found)} attacks")
-                cells += [mean, worst, share]
+                cells += [mean, worst, share] + tail
+            table.rows.append(cells)
+    return table
+
+
+def _clean_share(mine: dict | None, undefended: dict | None, metric: str) -> Value | None:
+    """A defense's clean-data ``metric`` as a share of the undefended model's."""
+    if mine is None or undefended is None:
+        return None
+    a, b = _number(mine.get(f"{metric}_mean")), _number(undefended.get(f"{metric}_mean"))
+    if math.isnan(a) or math.isnan(b) or b <= 0:
+        return None
+    return Value(a / b, percent=True, derived=True)
+
+
+def utility_table(ix: _Index, title: str) -> Table | None:
+    """What each defense costs the users, per dataset and target kind: test HR@K, tail_hr@K,
+    tail_share@K and coverage@K with their intervals, for Origin, the undefended model under
+    each attack ("Attack") and every defense, each defense with Δ, its change from the
+    undefended model of the same setting (clean data: Origin), and that change's interval."""
+    metrics = [m for m in ("hr", "tail_hr", "tail_share", "coverage")
+               if f"{m}@{ix.k}_mean" in ix.summary]
+    if not metrics or not ix.variants:
+        return None
+    columns = [METRICS[m].title(ix.k) for m in metrics]
+    every = ix.settings(attacked_only=False)
+    # Per block (dataset, model): the clean data first, then the attacks.
+    keys = [key for block in dict.fromkeys(key[:3] for key in every)
+            for key in sorted((key for key in every if key[:3] == block),
+                              key=lambda key: key[3] != ORIGIN)]
+    table = Table(title, ix.label_columns() + ["Defense"], ix.kinds, columns)
+    previous = None
+    for key in keys:
+        row = _row_dict(key)
+        for d, p in [(UNDEFENDED, "")] + ix.variants:
+            found = [ix.get(key[:3] + (kind,), key[3:], d, p) for kind in ix.kinds]
+            if not any(found):
+                continue
+            if key[:3] != previous:
+                table.blocks.append(len(table.rows))
+                previous = key[:3]
+            name = ("Origin" if key[3] == ORIGIN else "Attack") if d == UNDEFENDED else \
+                _display(d, p)
+            cells = list(ix.labels(row)) + [name]
+            for rec in found:
+                for m in metrics:
+                    value = ix.value(rec, f"{m}@{ix.k}", with_stars=False)
+                    change = f"change_{m}@{ix.k}"
+                    if value is not None and rec is not None and not _missing(rec.get(change)):
+                        low, high = _number(rec.get(f"{change}_low")), \
+                            _number(rec.get(f"{change}_high"))
+                        bounds = "" if math.isnan(low) else f" [{low:+.4f}, {high:+.4f}]"
+                        value.note = f"Δ {rec[change]:+.4f}{bounds}"
+                    cells.append(value)
             table.rows.append(cells)
     return table
 
@@ -368,10 +450,11 @@ def _setting_label(setting: tuple, ix: _Index) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
-def build_tables(summary: pd.DataFrame, k: int, alpha: float = 0.05) -> list[Table]:
+def build_tables(summary: pd.DataFrame, k: int, alpha: float = 0.05,
+                 dataset_labels: dict | None = None) -> list[Table]:
     if summary.empty:
         return []
-    ix = _Index(summary, k, alpha)
+    ix = _Index(summary, k, alpha, dataset_labels)
     thr = f"target_hr@{k}"
     # Each registered metric that names a table gets one (utils/metrics/: Metric.table).
     metric_tables = [defense_table(ix, m.column(k), m.table.format(label=m.title(k), k=k),
@@ -387,6 +470,8 @@ def build_tables(summary: pd.DataFrame, k: int, alpha: float = 0.05) -> list[Tab
                        f"Table 3 · Attack-success reduction of the mean target HR@{k}",
                        percent=True),
         *metric_tables,
+        utility_table(ix, f"Utility · test HR@{k}, tail HR@{k}, tail share@{k} and coverage@{k} "
+                          "(Δ: change from the undefended model of the same setting)"),
         defense_table(ix, "prediction_shift", "Prediction shift of the targets", False),
         sweep_table(ix, thr, "attack_size", f"Target HR@{k} vs attack size (no defense)",
                     lambda s: f"{100 * s:g}%"),

@@ -117,7 +117,8 @@ class Workspace:
             ev = self.cfg.evaluation
             self._evaluators[key] = Evaluator(self.split(name, repeat),
                                               self.targets(name, repeat, kind), ev.k,
-                                              ev.batch_users, self.device)
+                                              ev.batch_users, self.device,
+                                              head_share=ev.tail.head_share)
         return self._evaluators[key]
 
     def training_data(self, split: Split, fake: Interactions | None,

@@ -133,7 +133,7 @@ def test_stored_outcomes_reproduce_the_metrics(case):
     for metric, name in (("hr", "hr@2"), ("target_hr", "target_hr@2"),
                          ("target_hr_all", "target_hr_all@2"), ("mrr", "mrr@2")):
         assert metric_value(outcomes, metric) == pytest.approx(res.metrics[name])
-    assert sorted(outcomes) == sorted({m.outcome for m in interval_metrics()})
+    assert sorted(outcomes) == sorted({key for m in interval_metrics() for key in m.stored_keys()})
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -239,7 +239,7 @@ def test_a_registered_list_metric_reaches_runs_and_summary_with_an_interval(smal
                                       evaluation={"k": 10, "retrains": 2}))
     runs = pd.read_csv(out / "runs.csv")
     columns = list(runs.columns)
-    assert columns.index("top_item_share@10") == columns.index("target_score") + 1
+    assert columns.index("top_item_share@10") == columns.index("gini@10") + 1
     assert ((runs["top_item_share@10"] > 0) & (runs["top_item_share@10"] <= 1)).all()
     cell = np.load(out / "cells" / f"{runs.cell.iloc[0]}.npz")
     assert cell["top_items"].shape == (300, 2, 10) and int(cell["n_items"]) == 200

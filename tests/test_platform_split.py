@@ -147,10 +147,12 @@ def test_worst_case_table_names_the_worst_attack_per_defense():
     tables = {t.title.split(" · ")[0]: t for t in reporting.build_tables(summary, 50)}
     worst = tables["Worst case"]
     by_defense = {r[1]: r[2:] for r in worst.rows}
-    mean, top, share = by_defense["Attack"]
+    # The rows are defenses: the undefended one is named as such, not "Attack".
+    mean, top, share, tail_share, tail_hr = by_defense["none (undefended)"]
     assert mean.mean == pytest.approx((0.41 + 0.91) / 2)
     assert top.mean == pytest.approx(0.91) and top.note == "clone"
-    mean, top, share = by_defense["SHARE"]
+    assert tail_share is None and tail_hr is None   # no tail metrics in these runs
+    mean, top, share, _, _ = by_defense["SHARE"]
     assert top.mean == pytest.approx(0.31) and top.note == "clone"
     assert share.mean == pytest.approx(0.31 / 0.91)
     text = reporting.render_markdown("e", [worst], None, 3)

@@ -167,6 +167,14 @@ class DefenseConfig:
 
 
 @dataclass
+class TailConfig:
+    """The long tail of the tail metrics (``utils/metrics/tail.py``): the head is the most-rated
+    items (real users' training ratings) making up at most this share of the catalogue (a tie
+    group at the boundary goes to the tail); every other item is long tail."""
+    head_share: float = field(default=0.2, metadata=bounds(0, 1, hi_open=True))
+
+
+@dataclass
 class EvaluationConfig:
     k: int = field(default=50, metadata=bounds(1))
     batch_users: int = field(default=1024, metadata=bounds(1))
@@ -183,6 +191,7 @@ class EvaluationConfig:
     # target HR the TCD authors report (run_main.py ranks with the final weights; only the
     # test HR they print as "best" is at the smallest test MSE). No validation rows either.
     select_on: str = "validation"
+    tail: TailConfig = field(default_factory=TailConfig)
 
 
 @dataclass
@@ -194,6 +203,9 @@ class ReportConfig:
     # RI and success reduction are shown only where the attack's gain over Origin (target HR)
     # is at least this and its interval excludes 0.
     min_gain: float = field(default=0.01, metadata=bounds(0, 1))
+    # Tail-suppression mark ‡: a defense whose clean tail_share@K is below this share of the
+    # undefended model's gets ‡ on every robustness ratio (RI, success reduction, worst case).
+    tail_floor: float = field(default=0.5, metadata=bounds(0, 1))
 
 
 @dataclass

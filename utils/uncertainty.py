@@ -100,7 +100,15 @@ class BlockBootstrap:
         estimate = float(np.mean([sum(w * metric_value(arm, metric)
                                       for arm, w in zip(seed_arms, weights))
                                   for seed_arms in arms]))
-        low, high = percentile_interval(self.replicates(arms, weights, metric), level)
+        replicates = self.replicates(arms, weights, metric)
+        if resolve(metric).debias and np.isfinite(replicates).any():
+            # A statistic of the lists taken together (coverage, Gini) is biased under
+            # resampling (a resample shows fewer distinct users): shift the replicates by the
+            # bootstrap's estimate of that bias, mean(replicates) − estimate.
+            replicates = replicates - (np.nanmean(replicates) - estimate)
+            if list(weights) == [1.0] and resolve(metric).value_range is not None:
+                replicates = np.clip(replicates, *resolve(metric).value_range)
+        low, high = percentile_interval(replicates, level)
         return Interval(estimate, low, high)
 
 

@@ -9,7 +9,9 @@ Evaluation is over real users only. Every item is scored for every real user; th
 training and validation items are set to −inf (never multiplied), so they can neither be
 recommended nor displace anything. Ranks are pessimistic: an item's 0-based rank is the number
 of *other* unmasked items scoring at least as high, so a model that scores everything equally
-hits nothing. Fake users (ids ≥ n_real_users) are never scored.
+hits nothing; the top-K lists follow the same rule (an item is listed only if its pessimistic
+rank is below K: a tie group straddling rank K is left out whole). Fake users (ids ≥
+n_real_users) are never scored.
 """
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .base import (INPUTS, ITEM_POPULARITY, LIST, NONE, TARGET_PAIRS, TOP_ITEMS, USER_MEAN,
+from .base import (INPUTS, ITEM_POPULARITY, LIST, LONG_TAIL, NONE, TARGET_PAIRS, TOP_ITEMS, USER_MEAN,
                    Evaluation, ListMetric, Metric, Resample, TargetPairMetric, UserMeanMetric)
 from .detection import detection_metrics
 from .hit_ratio import HitRatio
 from .mrr import MRR
 from .ndcg import NDCG
 from .rating_error import TestMSE, TestRMSE
+from .tail import Coverage, Gini, Head, TailHitRatio, TailShare, split_head
 from .target_hit_ratio import TargetHitRatio, TargetHitRatioAll
 from .target_position import AvgTargetRank, TargetScore
 
@@ -44,6 +47,10 @@ METRICS: dict[str, Metric] = _registry(
     TargetHitRatioAll(),
     AvgTargetRank(),
     TargetScore(),
+    TailShare(),
+    TailHitRatio(),
+    Coverage(),
+    Gini(),
 )
 
 
@@ -88,8 +95,8 @@ class Evaluator:
     ``observed()``, ``train``, ``test_items``, ``test_ratings``, ``scale``, sizes)."""
 
     def __init__(self, split, targets: np.ndarray, k: int = 50, batch_users: int = 1024,
-                 device: torch.device | str = "cpu", metrics: list[Metric] | None = None
-                 ) -> None:
+                 device: torch.device | str = "cpu", metrics: list[Metric] | None = None,
+                 head_share: float = 0.2) -> None:
         self.split = split
         self.k = k
         self.batch_users = batch_users
@@ -123,7 +130,10 @@ class Evaluator:
         self.eligible = ~rated
         # The real users' training ratings per item (the split holds real users only).
         self.item_popularity = (np.bincount(split.train.items, minlength=self.n_items)
-                                if ITEM_POPULARITY in needs else None)
+                                if needs & {ITEM_POPULARITY, LONG_TAIL} else None)
+        # The head / long tail by that popularity (utils/metrics/tail.py).
+        self.head: Head | None = (split_head(self.item_popularity, head_share)
+                                  if LONG_TAIL in needs else None)
 
     @torch.no_grad()
     def evaluate(self, model) -> EvalResult:
@@ -160,26 +170,83 @@ class Evaluator:
             ranks[torch.isinf(s_t)] = -1
             t_ranks[start:stop] = ranks.cpu()
             if top_k:
-                # Each user's top K unmasked items, best first (ties: the lower item id);
-                # -1 past the user's unmasked items.
-                best = torch.sort(scores, dim=1, descending=True, stable=True)
-                cut = top_items.shape[1]
-                ids = best.indices[:, :cut]
-                ids[torch.isinf(best.values[:, :cut])] = -1
-                top_items[start:stop] = ids.cpu()
+                # Each user's top K unmasked items, best first: the items whose pessimistic
+                # rank is below K, i.e. that score strictly above the (K+1)-th best score, so
+                # a tie group straddling rank K is left out whole (a model scoring everything
+                # equally lists nothing); -1 after them.
+                top_items[start:stop] = torch.from_numpy(
+                    pessimistic_top_k(scores.cpu().numpy(), top_items.shape[1]))
         split = self.split
         ev = Evaluation(k=self.k, n_items=self.n_items, max_rating=split.scale.max_rating,
                         test_items=split.test_items, test_ratings=split.test_ratings,
                         test_ranks=test_rank.numpy(), test_predictions=test_pred.numpy(),
                         target_ranks=t_ranks.numpy(), target_scores=t_scores.numpy(),
                         eligible=self.eligible, top_items=top_items.numpy() if top_k else None,
-                        item_popularity=self.item_popularity)
+                        item_popularity=self.item_popularity,
+                        long_tail=None if self.head is None else self.head.long_tail)
         values = {m.column(self.k): m.compute(ev) for m in self.metrics}
         stored = {}
         for m in self.metrics:
             if m.interval != NONE and not set(m.stored_keys()) <= set(stored):
                 stored.update(m.outcomes(ev))
         return EvalResult(values, ev.target_scores, ev.target_ranks, ev.eligible, stored)
+
+
+def pessimistic_top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """(U, k) int64: per row of ``scores`` (U, I; masked items −inf) the items whose
+    pessimistic rank is below k — those scoring strictly above the row's (k+1)-th best score —
+    best first (the order among equal scores is torch.topk's, deterministic on the CPU; the
+    metrics read the set), -1 after them.
+
+    Vectorized, no loop over users and no full sort: the (k+1)-th largest of a row's block
+    maxima is a lower bound of its (k+1)-th best score (k+1 distinct items reach it), so only
+    the items at or above it (about 2k of thousands) are gathered and ranked."""
+    n_users, n_items = scores.shape
+    if n_items <= k:   # every unmasked item is listed
+        cand = scores > float("-inf")
+    else:
+        # Blocks of 8 items (at least k+1 blocks): the (k+1)-th largest block maximum is
+        # reached by k+1 distinct items, so it bounds the (k+1)-th best score from below.
+        width = max(min(8, n_items // (k + 1)), 1)
+        n_blocks = -(-n_items // width)
+        if width >= 2:
+            maxima = torch.nn.functional.max_pool1d(torch.from_numpy(scores)[None], width,
+                                                    ceil_mode=True)[0].numpy()
+            bound = np.partition(maxima, n_blocks - k - 1, axis=1)[:, n_blocks - k - 1]
+        else:
+            bound = np.full(n_users, -np.inf, dtype=scores.dtype)
+        cand = scores >= bound[:, None]
+    ids, vals = _gather(cand, scores)
+    # The k+1 best candidates, best first; an item is listed only if it scores strictly above
+    # the (k+1)-th (a tie group straddling rank k is left out whole).
+    top_v, top_i = torch.topk(torch.from_numpy(vals), min(k + 1, vals.shape[1]), dim=1)
+    top_v, top_i = top_v.numpy(), top_i.numpy()
+    keep = top_v[:, :k] > -np.inf
+    if n_items > k and top_v.shape[1] > k:
+        keep &= top_v[:, :k] > top_v[:, k:k + 1]
+    out = np.full((n_users, k), -1, dtype=np.int64)
+    width = keep.shape[1]
+    out[:, :width] = np.where(keep, np.take_along_axis(ids, top_i[:, :k], axis=1), -1)
+    return out
+
+
+def _gather(mask: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The masked entries of each row packed to the left, in item order: ids (U, C) (-1
+    padding) and scores (U, C) (−inf padding), C the largest count of a row."""
+    n_users, n_items = mask.shape
+    counts = np.count_nonzero(mask, axis=1)
+    width = max(int(counts.max()) if n_users else 0, 1)
+    flat = np.flatnonzero(mask)
+    starts = np.cumsum(counts) - counts
+    # Entry j of row r goes to slot j − starts[r] of that row; its item is flat − r · I.
+    dest = np.arange(len(flat)) + np.repeat(np.arange(n_users) * width - starts, counts)
+    items = flat - np.repeat(np.arange(n_users) * n_items, counts)
+    ids = np.full(n_users * width, -1, dtype=np.int64)
+    vals = np.full(n_users * width, -np.inf, dtype=np.float32)
+    ids[dest] = items
+    vals[dest] = scores.reshape(-1)[flat]
+    ids, vals = ids.reshape(n_users, width), vals.reshape(n_users, width)
+    return ids, vals
 
 
 def prediction_shift(attacked: EvalResult, clean: EvalResult, max_rating: float) -> float:
@@ -197,7 +264,7 @@ def rank_shift(attacked: EvalResult, clean: EvalResult) -> np.ndarray:
     return (clean.target_ranks[elig] - attacked.target_ranks[elig]).astype(np.int64)
 
 
-__all__ = ["METRICS", "EvalResult", "Evaluation", "Evaluator", "ListMetric", "Metric",
+__all__ = ["METRICS", "Head", "split_head", "EvalResult", "Evaluation", "Evaluator", "ListMetric", "Metric",
            "Resample", "TargetPairMetric", "UserMeanMetric", "USER_MEAN", "TARGET_PAIRS", "LIST",
            "NONE", "combine_outcomes", "detection_metrics", "interval_metrics", "prediction_shift",
            "rank_shift"]

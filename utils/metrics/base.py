@@ -35,7 +35,10 @@ TARGET_RANKS = "target_ranks"          # (U, T) ranks of the targets, eligibilit
 TARGET_SCORES = "target_scores"        # (U, T) raw predicted scores of the targets
 TOP_ITEMS = "top_items"                # (U, K) each real user's top-K items (optional)
 ITEM_POPULARITY = "item_popularity"    # (I,) real users' training ratings per item (optional)
-INPUTS = (TEST_RANKS, TEST_PREDICTIONS, TARGET_RANKS, TARGET_SCORES, TOP_ITEMS, ITEM_POPULARITY)
+LONG_TAIL = "long_tail"                # (I,) bool: the item is outside the head (optional;
+                                       # utils/metrics/tail.py, evaluation.tail.head_share)
+INPUTS = (TEST_RANKS, TEST_PREDICTIONS, TARGET_RANKS, TARGET_SCORES, TOP_ITEMS, ITEM_POPULARITY,
+          LONG_TAIL)
 
 USER_MEAN, TARGET_PAIRS, LIST, NONE = "user_mean", "target_pairs", "list", "none"
 
@@ -56,8 +59,11 @@ class Evaluation:
     target_ranks: np.ndarray      # (U, T)
     target_scores: np.ndarray     # (U, T)
     eligible: np.ndarray          # (U, T) bool: the user has not rated the target
-    top_items: np.ndarray | None = None       # (U, K) int64, -1 past the user's unmasked items
+    # (U, K) int64: the items whose pessimistic rank is below K, best first; -1 after them
+    # (a tie group that straddles rank K is left out whole, so a list may be shorter than K).
+    top_items: np.ndarray | None = None
     item_popularity: np.ndarray | None = None  # (I,) int64
+    long_tail: np.ndarray | None = None        # (I,) bool
 
     @property
     def has_test(self) -> np.ndarray:
@@ -107,6 +113,10 @@ class Metric:
     # Compared with the best baseline defense and with the undefended model (summary's stars,
     # p-values and Holm-corrected marks in the tables).
     tested: bool = False
+    # The bootstrap interval is bias-corrected (shifted by mean(replicates) − estimate): for
+    # statistics a resample of users biases, such as the catalogue coverage of the lists.
+    debias: bool = False
+    value_range: tuple[float, float] | None = None   # where a bias-corrected interval is clipped
 
     def column(self, k: int) -> str:
         return f"{self.name}@{k}" if self.at_k else self.name
