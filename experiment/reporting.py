@@ -39,6 +39,7 @@ from utils.atomic import atomic_write_text
 from utils.config import ExperimentConfig, dump_yaml
 from utils.metrics import METRICS
 from utils.statistics import robustness_improvement, success_reduction
+from experiment.certification_report import certification_section
 from experiment.summary import ID_COLUMNS, IntervalOptions, summarize, variant_name
 from experiment.tables import (BASE, COORDS, ORIGIN, SETTING, UNDEFENDED, Table, Value,
                                attack_label, build_tables)
@@ -410,8 +411,22 @@ def report(out: Path, runs: pd.DataFrame, failed: pd.DataFrame | None, k: int,
                                                          setting, head_share, unjudged))
     atomic_write_text(out / "tables.tex", render_latex(title, tables, failed, n_mode, options,
                                                        setting, head_share, unjudged))
-    return figures.write_figures(out / "figures", runs, summary, k, out / "cells",
-                                 options.tail_floor)
+    paths = figures.write_figures(out / "figures", runs, summary, k, out / "cells",
+                                  options.tail_floor)
+    return paths + _append_certificate(out, runs, k)
+
+
+def _append_certificate(out: Path, runs: pd.DataFrame, k: int) -> list[Path]:
+    """A certified defense's section (PORE: certification tables, the bound beside the
+    measured target HR, the figure of certified precision against e) at the end of
+    tables.md; nothing when the grid has no certified cell."""
+    section = certification_section(runs, k, out / "figures")
+    if not section:
+        return []
+    text = (out / "tables.md").read_text(encoding="utf-8").rstrip("\n") + "\n\n" + section
+    atomic_write_text(out / "tables.md", text)
+    figure = out / "figures" / "certified_precision.png"
+    return [figure] if figure.is_file() else []
 
 
 def _saved_labels(out: Path) -> tuple[dict, float]:

@@ -47,3 +47,28 @@ def test_tables_from_stored_values(tmp_path):
 def test_no_pore_no_section():
     runs = runs_frame()
     assert certification_section(runs[runs["defense"] == "none"], 10) == ""
+
+
+def test_a_grid_with_pore_writes_its_certificate_into_tables_md(tmp_path):
+    """End to end: a PORE cell's certificate columns reach runs.csv, and tables.md ends with
+    the certification section and its figure; a grid without PORE has no such section."""
+    from experiment.pipeline import run_experiment
+    from experiment.validation import config_from_dict
+    from tests.conftest import small_tree
+
+    tree = small_tree(tmp_path, attack={"name": ["random"], "size": 0.05},
+                      defense={"name": ["none", "pore"],
+                               "options": {"pore": {"T": 60, "s": 60, "certify_e": [0, 1]}}},
+                      model={"dim": 8, "epochs": 3, "batch_size": 256})
+    out = run_experiment(config_from_dict(tree))
+    runs = pd.read_csv(out / "runs.csv")
+    pore = runs[runs.defense == "pore"]
+    assert pore["pore_cert_precision@10_e0"].notna().all()
+    assert (pore["pore_cert_precision@10_e1"] <= pore["pore_cert_precision@10_e0"]).all()
+    tables = (out / "tables.md").read_text()
+    assert "## PORE certificate" in tables and "certified_precision.png" in tables
+    assert (out / "figures" / "certified_precision.png").is_file()
+    plain = small_tree(tmp_path / "plain", attack={"name": ["random"], "size": 0.05},
+                       model={"dim": 8, "epochs": 3, "batch_size": 256})
+    assert "PORE certificate" not in (run_experiment(config_from_dict(plain)) /
+                                      "tables.md").read_text()
