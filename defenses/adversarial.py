@@ -28,7 +28,7 @@ from models.trainer import Trainer
 
 from .apr_kernel import SharedRowAPRKernel
 from .base import Defense, TrainingData
-from .perturbation import row_normalize, sum_over_shared_rows
+from .perturbation import random_directions, row_normalize, sum_over_shared_rows
 
 
 @dataclass
@@ -59,16 +59,7 @@ class AdversarialTrainer(Trainer):
         eps = self.row_eps(embs, users, items, losses.detach())
         ids = [users if is_user else items for is_user in user_rows(self.model, embs)]
         if self.direction == "random":
-            dirs = []
-            for e, row_ids in zip(embs, ids):
-                if self.shared_rows:  # one draw per table row, shared by its occurrences
-                    uniq, inverse = torch.unique(row_ids, return_inverse=True)
-                    noise = e.new_empty(len(uniq), e.shape[-1])
-                else:
-                    noise = torch.empty_like(e)
-                torch.nn.init.trunc_normal_(noise, std=0.01, a=-0.02, b=0.02,
-                                            generator=self.generator)
-                dirs.append(noise[inverse] if self.shared_rows else noise)
+            dirs = random_directions(embs, ids, self.shared_rows, self.generator)
         else:
             dirs = [g.detach() for g in torch.autograd.grad(clean_err, embs, retain_graph=True)]
             if self.shared_rows:

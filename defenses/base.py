@@ -26,7 +26,7 @@ import torch
 from data.ratings import TrainingData
 from models import build_model
 from models.trainer import Trainer
-from utils.config import options_from
+from utils.config import ConfigError, options_from
 from utils.seeding import torch_generator
 
 
@@ -51,6 +51,7 @@ class Distrust:
 class Defense:
     name = "defense"
     Options: type = NoOptions
+    choices: dict[str, tuple[str, ...]] = {}   # option → its valid values (checked on parse)
     trainer_class: type[Trainer] = Trainer
     #: True when ``fit`` calls :attr:`epoch_hook` after every epoch (an attacker can co-train).
     accepts_epoch_hook: bool = False
@@ -69,7 +70,12 @@ class Defense:
 
     @classmethod
     def parse_options(cls, data, where: str = "options"):
-        return options_from(cls.Options, data, where)
+        opts = options_from(cls.Options, data, where)
+        for key, valid in cls.choices.items():
+            if getattr(opts, key) not in valid:
+                raise ConfigError(f"{where}.{key}: '{getattr(opts, key)}' is unknown; use one "
+                                  f"of {', '.join(valid)}")
+        return opts
 
     def new_model(self, data: TrainingData, tag: object = 0):
         gen = torch_generator(self.seed, "init", tag)

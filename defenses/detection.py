@@ -73,17 +73,6 @@ class DetectionDefense(Defense):
 
     name = "detection"
     Options = DetectionOptions
-    choices: dict[str, tuple[str, ...]] = {}   # option → its valid values (checked on parse)
-
-    @classmethod
-    def parse_options(cls, data, where: str = "options"):
-        from utils.config import ConfigError
-        opts = super().parse_options(data, where)
-        for key, valid in cls.choices.items():
-            if getattr(opts, key) not in valid:
-                raise ConfigError(f"{where}.{key}: '{getattr(opts, key)}' is unknown; use one "
-                                  f"of {', '.join(valid)}")
-        return opts
 
     def user_scores(self, data: TrainingData, observed: Interactions) -> np.ndarray:
         """Suspicion per user (float array of length n_users; higher = more suspicious; NaN =

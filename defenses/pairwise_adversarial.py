@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from models.base import bpr_objective
 
-from .perturbation import row_normalize, sum_over_shared_rows
+from .perturbation import random_directions, row_normalize, sum_over_shared_rows
 
 
 def adversarial_bpr_step(trainer, users, pos, neg) -> float:
@@ -43,16 +43,8 @@ def adversarial_bpr_step(trainer, users, pos, neg) -> float:
     eps = [eps_user, eps_item, eps_item]
     items = torch.cat([pos, neg])
     if trainer.direction == "random":
-        dirs = []
-        for e, ids in ((rows[0], users), (torch.cat(rows[1:]), items)):
-            if trainer.shared_rows:   # one draw per table row, shared by its occurrences
-                uniq, inverse = torch.unique(ids, return_inverse=True)
-                noise = e.new_empty(len(uniq), e.shape[-1])
-            else:
-                noise = torch.empty_like(e)
-            torch.nn.init.trunc_normal_(noise, std=0.01, a=-0.02, b=0.02,
-                                        generator=trainer.generator)
-            dirs.append(noise[inverse] if trainer.shared_rows else noise)
+        dirs = random_directions([rows[0], torch.cat(rows[1:])], [users, items],
+                                 trainer.shared_rows, trainer.generator)
         dirs = [dirs[0], *dirs[1].split(len(users))]
     else:
         dirs = [g.detach() for g in torch.autograd.grad(clean_err, rows, retain_graph=True)]

@@ -17,3 +17,19 @@ def sum_over_shared_rows(values: torch.Tensor, ids: torch.Tensor) -> torch.Tenso
     uniq, inverse = torch.unique(ids, return_inverse=True)
     total = values.new_zeros(len(uniq), values.shape[-1]).index_add_(0, inverse, values)
     return total[inverse]
+
+
+def random_directions(embs, ids, shared_rows: bool, generator) -> list[torch.Tensor]:
+    """RAT's random directions: a truncated normal draw per batch row, or with ``shared_rows``
+    one per distinct table id shared by its occurrences; drawn from ``generator`` in the order
+    of ``embs``."""
+    dirs = []
+    for e, row_ids in zip(embs, ids):
+        if shared_rows:
+            uniq, inverse = torch.unique(row_ids, return_inverse=True)
+            noise = e.new_empty(len(uniq), e.shape[-1])
+        else:
+            noise = torch.empty_like(e)
+        torch.nn.init.trunc_normal_(noise, std=0.01, a=-0.02, b=0.02, generator=generator)
+        dirs.append(noise[inverse] if shared_rows else noise)
+    return dirs

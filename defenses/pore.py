@@ -155,10 +155,6 @@ class Pore(Defense):
     def parse_options(cls, data, where: str = "options"):
         from utils.config import ConfigError
         opts = super().parse_options(data, where)
-        for key, valid in cls.choices.items():
-            if getattr(opts, key) not in valid:
-                raise ConfigError(f"{where}.{key}: '{getattr(opts, key)}' is unknown; use one "
-                                  f"of {', '.join(valid)}")
         if opts.base == "victim" and opts.recommend_to == "all":
             raise ConfigError(f"{where}.recommend_to: 'all' needs base: sar (a victim model "
                               "has no embedding for users outside its sample); use sampled")
