@@ -267,8 +267,9 @@ def _id_list(text, limit: int = 12) -> str:
 def render_markdown(title: str, tables: list[Table], failed: pd.DataFrame | None,
                     n_mode: int, options: IntervalOptions | None = None,
                     setting: list[str] | None = None, head_share: float = 0.2,
-                    unjudged: bool = False) -> str:
+                    unjudged: bool = False, labels: dict | None = None) -> str:
     options = options or IntervalOptions()
+    labels = labels or {}
     lines = [f"# {title}", ""]
     if setting:
         lines += ["What the tables cover:", "", *setting, ""]
@@ -286,7 +287,8 @@ def render_markdown(title: str, tables: list[Table], failed: pd.DataFrame | None
         lines += ["## Failed cells", "", "| Dataset | Model | Seed | Targets | Attack | "
                   "Defense | Error |", "|---|---|---|---|---|---|---|"]
         for rec in failed.to_dict("records"):
-            lines.append(f"| {rec['dataset']} | {rec['model']} | {rec['repeat']} | "
+            lines.append(f"| {labels.get(rec['dataset'], rec['dataset'])} | {rec['model']} | "
+                         f"{rec['repeat']} | "
                          f"{rec['target_kind']} | {_attack_label(rec)} | "
                          f"{variant_name(rec['defense'], rec['defense_params'])} | "
                          f"{str(rec['error']).replace('|', '/')} |")
@@ -408,7 +410,7 @@ def report(out: Path, runs: pd.DataFrame, failed: pd.DataFrame | None, k: int,
     unjudged = bool(len(defended)) and ("tail_suppressed" not in summary
                                         or defended["tail_suppressed"].isna().all())
     atomic_write_text(out / "tables.md", render_markdown(title, tables, failed, n_mode, options,
-                                                         setting, head_share, unjudged))
+                                                         setting, head_share, unjudged, labels))
     atomic_write_text(out / "tables.tex", render_latex(title, tables, failed, n_mode, options,
                                                        setting, head_share, unjudged))
     paths = figures.write_figures(out / "figures", runs, summary, k, out / "cells",

@@ -281,6 +281,10 @@ def test_main_end_to_end_records_the_file_sha256(tmp_path):
                     "model.epochs=3", "attack=random", "--quiet"])
     assert rc == 0
     assert _meta(results)["dataset_files"] == {str(path): sha256_of(path)}
+    # The tables name the dataset by its file's name, not "file" (issue 29).
+    tables = next(results.glob("*/tables.md")).read_text()
+    assert f"| {path.name} |" in tables and "| file |" not in tables
+    assert f"**{path.name}**" in tables
 
 
 def readme_commands() -> list[list[str]]:

@@ -200,7 +200,8 @@ def pessimistic_top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
     Vectorized, no loop over users and no full sort: the (k+1)-th largest of a row's block
     maxima is a lower bound of its (k+1)-th best score (k+1 distinct items reach it), so only
-    the items at or above it (about 2k of thousands) are gathered and ranked."""
+    the items at or above it (on ML-100K about 60 of 1,682 for k = 50) are gathered and
+    ranked."""
     n_users, n_items = scores.shape
     if n_items <= k:   # every unmasked item is listed
         cand = scores > float("-inf")
@@ -242,7 +243,7 @@ def _gather(mask: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarra
     dest = np.arange(len(flat)) + np.repeat(np.arange(n_users) * width - starts, counts)
     items = flat - np.repeat(np.arange(n_users) * n_items, counts)
     ids = np.full(n_users * width, -1, dtype=np.int64)
-    vals = np.full(n_users * width, -np.inf, dtype=np.float32)
+    vals = np.full(n_users * width, -np.inf, dtype=scores.dtype)
     ids[dest] = items
     vals[dest] = scores.reshape(-1)[flat]
     ids, vals = ids.reshape(n_users, width), vals.reshape(n_users, width)
