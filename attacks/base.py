@@ -73,12 +73,7 @@ class Attack:
 
     @classmethod
     def parse_options(cls, data, where: str = "options"):
-        opts = options_from(cls.Options, data, where)
-        for key, valid in cls.choices.items():
-            if getattr(opts, key) not in valid:
-                raise ConfigError(f"{where}.{key}: '{getattr(opts, key)}' is unknown; use one "
-                                  f"of {', '.join(valid)}")
-        return opts
+        return options_from(cls.Options, data, where, cls.choices)
 
     @classmethod
     def components(cls, options) -> list[Component]:

@@ -26,7 +26,7 @@ import torch
 from data.ratings import TrainingData
 from models import build_model
 from models.trainer import Trainer
-from utils.config import ConfigError, options_from
+from utils.config import options_from
 from utils.seeding import torch_generator
 
 
@@ -70,12 +70,7 @@ class Defense:
 
     @classmethod
     def parse_options(cls, data, where: str = "options"):
-        opts = options_from(cls.Options, data, where)
-        for key, valid in cls.choices.items():
-            if getattr(opts, key) not in valid:
-                raise ConfigError(f"{where}.{key}: '{getattr(opts, key)}' is unknown; use one "
-                                  f"of {', '.join(valid)}")
-        return opts
+        return options_from(cls.Options, data, where, cls.choices)
 
     def new_model(self, data: TrainingData, tag: object = 0):
         gen = torch_generator(self.seed, "init", tag)

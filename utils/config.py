@@ -658,9 +658,16 @@ def option_sweeps(cls: type, data: Any, where: str = "options") -> list[tuple]:
     return [tuple(zip(swept, combo)) for combo in itertools.product(*(data[k] for k in swept))]
 
 
-def options_from(cls: type, data: Any, where: str) -> Any:
-    """Parse a component's options dataclass (used by attacks and defenses)."""
-    return build(cls, data or {}, where)
+def options_from(cls: type, data: Any, where: str,
+                 choices: dict[str, tuple[str, ...]] | None = None) -> Any:
+    """Parse a component's options dataclass (used by attacks and defenses); ``choices`` maps
+    an option to its valid values."""
+    opts = build(cls, data or {}, where)
+    for key, valid in (choices or {}).items():
+        if getattr(opts, key) not in valid:
+            raise ConfigError(f"{where}.{key}: '{getattr(opts, key)}' is unknown; use one of "
+                              f"{', '.join(valid)}")
+    return opts
 
 
 def dump_yaml(cfg: ExperimentConfig) -> str:
