@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from data.ratings import Interactions
-from utils.config import ConfigError, options_from
+from utils.config import options_from
 
 from .threat import ThreatContext, profiles_from, sample_fillers
 
