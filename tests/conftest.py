@@ -12,7 +12,8 @@ from attacks import ATTACKS
 from attacks.threat import (ThreatContext, filler_size_of, knowledge_view, n_fake_users,
                             select_targets)
 from data import load_dataset, split_ratings
-from data.ratings import Interactions
+from data.ratings import Interactions, RatingData, RatingScale
+from utils.config import DatasetConfig, SplitFilesConfig
 from defenses import DEFENSES
 from experiment.validation import config_from_dict
 from utils.seeding import numpy_rng
@@ -107,3 +108,36 @@ def victim_target_hr(setting, fake: Interactions | None, k: int = 10) -> float:
     model, _ = DEFENSES["none"](None, cfg.model, "cpu", 7).fit(
         TrainingData(train, split.val, n_users, split.n_items, split.scale))
     return Evaluator(split, targets, k).evaluate(model).metrics[f"target_hr@{k}"]
+
+
+# Split-file helpers shared by test_loaders, test_split, test_trainer (from issue 16's tests)
+
+def write(path: Path, rows, fmt="{u}\t{i}\t{r}\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(fmt.format(u=u, i=i, r=r) for u, i, r in rows), encoding="utf-8")
+    return path
+
+
+def files_cfg(train: Path, test: Path, **keys) -> DatasetConfig:
+    ids = keys.pop("ids", "index")
+    return DatasetConfig(name=keys.pop("name", "file"),
+                         split_files=SplitFilesConfig(str(train), str(test), ids), **keys)
+
+
+def tiny_rows(seed: int = 0, n_users: int = 30, n_items: int = 25):
+    """Every user rates 8 random items (1-5)."""
+    rng = np.random.default_rng(seed)
+    return [(u, int(i), int(rng.integers(1, 6))) for u in range(n_users)
+            for i in rng.choice(n_items, size=8, replace=False)]
+
+
+def tiny_data(rows, steps: int = 5) -> RatingData:
+    users, items, ratings = map(np.asarray, zip(*rows))
+    return RatingData("file", Interactions(users, items, ratings / steps), int(users.max()) + 1,
+                      int(items.max()) + 1, RatingScale(float(steps), steps),
+                      np.arange(int(items.max()) + 1))
+
+
+def pairs(inter: Interactions, steps: int = 5) -> set:
+    return {(int(u), int(i), int(round(float(r) * steps)))
+            for u, i, r in zip(inter.users, inter.items, inter.ratings)}

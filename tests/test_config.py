@@ -148,3 +148,28 @@ def test_a_defense_is_checked_against_the_feedback_of_every_dataset_it_runs_on()
                        "dataset.feedback=explicit")
     assert config_from_dict({**tree, "dataset": {"name": ["ml-100k"]}}).defense.name == [
         "none", "tcd"]
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"dataset": {"name": "file", "split_files": {"train": "a"}}},
+     r"dataset.split_files.test: split_files.train is set; a fixed split needs both files"),
+    ({"dataset": {"name": "file", "path": "x", "split_files": {"train": "a", "test": "b"}}},
+     r"dataset.path: dataset.split_files replaces it"),
+    ({"dataset": {"name": "ml-100k", "min_user_ratings": 2,
+                  "split_files": {"train": "a", "test": "b"}}},
+     r"dataset.min_user_ratings: a filter would change the fixed split"),
+    ({"dataset": {"name": "synthetic", "split_files": {"train": "a", "test": "b"}}},
+     r"dataset.split_files: the synthetic dataset is generated"),
+    ({"dataset": {"name": "file", "split_files": {"train": "a", "test": "b", "ids": "one"}}},
+     r"dataset.split_files.ids: unknown name 'one'.*valid: index, raw"),
+    ({"dataset": {"name": "ml-100k", "split_files": {"train": "a", "test": "b", "sep": ","}}},
+     r"dataset.split_files.sep: unknown key"),
+    ({"split": {"test_item": "positve"}}, r"split.test_item: unknown name 'positve' \(did you "
+                                          r"mean 'positive'\?\); valid: positive, any"),
+    ({"evaluation": {"select_on": "train"}}, r"evaluation.select_on: unknown name 'train'"),
+    ({"evaluation": {"select_on": "test"}, "split": {"fake_rows": "platform"}},
+     r"split.fake_rows: 'platform' puts fake rows in validation"),
+])
+def test_config_errors(keys, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(keys)

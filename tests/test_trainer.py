@@ -8,6 +8,27 @@ import torch
 from data import load_dataset, split_ratings
 from models.mf import MF
 from models.trainer import NonFiniteLossError, Trainer
+import json
+import logging
+import re
+import shlex
+import types
+from pathlib import Path
+
+import main
+from data import DatasetError, load_dataset
+from data.ratings import Interactions, RatingData, RatingScale
+from data.sources import SplitFilesError
+from data.split import (PresplitData, split_ratings, held_out_interactions, write_split_files)
+from models import build_model
+from models.optimizers import SparseRowAdadelta, make_optimizer
+from models.trainer import Trainer
+from utils.config import ConfigError, DatasetConfig, ModelConfig, SplitFilesConfig, for_dataset
+from experiment.validation import config_from_dict, load_config
+from experiment.planning import cell_key, plan_cells
+from utils.seeding import torch_generator
+from experiment.workspace import Workspace, run_cell
+from conftest import DATA_ROOT, small_tree, write, files_cfg, tiny_rows, tiny_data, pairs
 
 
 class AutogradTrainer(Trainer):
@@ -58,3 +79,122 @@ def test_non_finite_loss_is_an_error(split):
     bad.ratings[0] = np.nan
     with pytest.raises(NonFiniteLossError, match="non-finite"):
         trainer.fit(bad, s.val, epochs=1)
+
+
+# ----------------------------------------------------------------------------- select_on
+# (moved from test_paper_protocol.py, issue 16)
+
+def test_select_on_test_picks_the_epoch_of_smallest_test_mse(tmp_path, caplog):
+    cfg = config_from_dict(small_tree(tmp_path, evaluation={"k": 10, "select_on": "test"},
+                                      split={"test_item": "any"},
+                                      model={"dim": 8, "epochs": 12, "batch_size": 256,
+                                             "lr": 0.02}))
+    with caplog.at_level(logging.WARNING):
+        ws = Workspace(cfg)
+    assert "select_on: test" in caplog.text and "reproduction only" in caplog.text
+    split = ws.split("synthetic", 0)
+    assert len(split.val) == 0                       # no validation split at all
+    test = held_out_interactions(split)
+    assert len(test) == int((split.test_items >= 0).sum()) > 0
+    data = ws.training_data(split, None)
+    assert pairs(data.val) == pairs(test) and len(data.train) == len(split.train)
+    assert data.val_known is False    # test rows: scored for selection, never known ratings
+    model = build_model(cfg.model, data.n_users, data.n_items, torch_generator(1, "init"))
+    trainer = Trainer(model, cfg.model, data.scale, torch_generator(1, "shuffle"))
+    result = trainer.fit(data.train, data.val)
+    # the history holds each epoch's test MSE; the kept epoch is the smallest one
+    losses = [h["val_loss"] for h in result.history]
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    assert len(set(np.round(losses, 8))) > 3        # the choice is not trivial
+    with torch.no_grad():
+        pred = model(torch.as_tensor(test.users), torch.as_tensor(test.items))
+    mse = float((pred - torch.as_tensor(test.ratings)).pow(2).mean())
+    assert mse == pytest.approx(min(losses), rel=1e-4)  # the restored model is that epoch's
+
+
+def test_select_on_test_through_a_cell(tmp_path):
+    tree = small_tree(tmp_path, evaluation={"k": 10, "select_on": "test"},
+                      model={"dim": 8, "epochs": 6, "batch_size": 256})
+    cfg = config_from_dict(tree)
+    plain = config_from_dict(small_tree(tmp_path, model={"dim": 8, "epochs": 6,
+                                                         "batch_size": 256}))
+    cell = [c for c in plan_cells(cfg) if c.attacked][0]
+    assert cell_key(cfg, cell) != cell_key(plain, cell)
+    ws = Workspace(cfg)
+    row, _ = run_cell(ws, cell)
+    assert json.loads(row["defense_info"])["selected_on"] == "test"
+    split = ws.split(cell.dataset, cell.repeat)
+    model, info, _ = ws.train("none", (), "mf", ws.training_data(split, None), 5)
+    test = held_out_interactions(split)
+    with torch.no_grad():
+        pred = model(torch.as_tensor(test.users), torch.as_tensor(test.items))
+    assert info["best_val"] == pytest.approx(
+        float((pred - torch.as_tensor(test.ratings)).pow(2).mean()), rel=1e-4)
+    row, _ = run_cell(Workspace(plain), cell)
+    assert "selected_on" not in json.loads(row["defense_info"])
+
+
+def test_select_on_last_keeps_every_model_at_its_last_epoch(tmp_path):
+    tree = small_tree(tmp_path, evaluation={"k": 10, "select_on": "last"},
+                      split={"test_item": "any"},
+                      model={"dim": 8, "epochs": 5, "batch_size": 256, "lr": 0.02})
+    cfg = config_from_dict(tree)
+    ws = Workspace(cfg)
+    split = ws.split("synthetic", 0)
+    assert len(split.val) == 0                       # no validation rows: all non-test train
+    data = ws.training_data(split, None)
+    assert len(data.val) == 0
+    model = build_model(cfg.model, data.n_users, data.n_items, torch_generator(1, "init"))
+    trainer = Trainer(model, cfg.model, data.scale, torch_generator(1, "shuffle"))
+    result = trainer.fit(data.train, data.val)
+    assert result.best_epoch == 5
+    # the kept model is the last epoch's: the same as five epochs without any selection
+    again = build_model(cfg.model, data.n_users, data.n_items, torch_generator(1, "init"))
+    plain = Trainer(again, cfg.model, data.scale, torch_generator(1, "shuffle"))
+    for _ in range(5):
+        plain.train_epoch(data.train)
+    assert torch.equal(model.user_emb, again.user_emb)
+    # through cells: undefended, TCD (its own epoch loop) and AT all keep their last epoch
+    for defense in ("none", "tcd", "at"):
+        cell = [c for c in plan_cells(config_from_dict({**tree, "defense": {"name": defense}}))
+                if c.attacked][0]
+        row, _ = run_cell(ws, cell)
+        assert row["best_epoch"] == 5, defense
+        info = json.loads(row["defense_info"])
+        assert info["selected_on"] == "last" and info["best_val"] is None
+    with pytest.raises(ConfigError, match="select_on: last has no validation"):
+        config_from_dict(small_tree(tmp_path, evaluation={"select_on": "last"},
+                                    split={"fake_rows": "platform"}))
+
+
+def test_new_keys_at_their_defaults_keep_cell_keys(tmp_path):
+    base = small_tree(tmp_path)
+    cfg = config_from_dict(base)
+    cell = plan_cells(cfg)[1]
+    same = config_from_dict({**base, "split": {"test_item": "positive"},
+                             "evaluation": {"k": 10, "select_on": "validation"}})
+    assert cell_key(same, cell) == cell_key(cfg, cell)
+    assert cell_key(config_from_dict({**base, "split": {"test_item": "any"}}), cell) \
+        != cell_key(cfg, cell)
+
+
+# ----------------------------------------------------------------------------- profile
+
+
+def test_split_files_end_to_end_with_select_on_test(tmp_path):
+    data = tiny_data(tiny_rows(seed=1, n_users=60, n_items=40))
+    split = split_ratings(data, np.random.default_rng(2), test_item="any")
+    train, test = tmp_path / "x.train.rating", tmp_path / "x.test.rating"
+    write_split_files(split, train, test)
+    results = tmp_path / "results"
+    rc = main.main(["dataset=file", f"dataset.split_files.train={train}",
+                    f"dataset.split_files.test={test}", "split.test_item=any",
+                    "evaluation.select_on=test", "model.profile=tcd_authors",
+                    f"results_dir={results}", f"dataset.cache_dir={tmp_path / 'cache'}",
+                    "evaluation.k=10", "model.epochs=3", "model.dim=8", "attack=random",
+                    "targets.kind=random", "--quiet"])
+    assert rc == 0
+    import pandas as pd
+    runs = pd.read_csv(next(results.glob("*/runs.csv")))
+    assert len(runs) == 2
+    assert all(json.loads(info)["selected_on"] == "test" for info in runs["defense_info"])
