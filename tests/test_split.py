@@ -2,32 +2,13 @@
 test_paper_protocol.py, issue 16)."""
 from __future__ import annotations
 
-import json
-import logging
-import re
-import shlex
-import types
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
+from conftest import files_cfg, pairs, tiny_data, write
 
-import main
-from data import DatasetError, load_dataset
-from data.ratings import Interactions, RatingData, RatingScale
-from data.sources import SplitFilesError
-from data.split import (PresplitData, split_ratings, held_out_interactions, write_split_files)
-from models import build_model
-from models.optimizers import SparseRowAdadelta, make_optimizer
-from models.trainer import Trainer
-from utils.config import ConfigError, DatasetConfig, ModelConfig, SplitFilesConfig, for_dataset
-from experiment.validation import config_from_dict, load_config
-from experiment.planning import cell_key, plan_cells
-from utils.seeding import torch_generator
-from experiment.workspace import Workspace, run_cell
-
-from conftest import DATA_ROOT, small_tree, write, files_cfg, tiny_rows, tiny_data, pairs
+from data import load_dataset
+from data.ratings import Interactions, RatingData
+from data.split import split_ratings
 
 
 def hand_built() -> RatingData:

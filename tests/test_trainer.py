@@ -1,34 +1,25 @@
 """MF victim and trainer: the fast path is the straightforward autograd loop, made faster."""
 from __future__ import annotations
 
+import json
+import logging
+
 import numpy as np
 import pytest
 import torch
-
-from data import load_dataset, split_ratings
-from models.mf import MF
-from models.trainer import NonFiniteLossError, Trainer
-import json
-import logging
-import re
-import shlex
-import types
-from pathlib import Path
+from conftest import pairs, small_tree, tiny_data, tiny_rows
 
 import main
-from data import DatasetError, load_dataset
-from data.ratings import Interactions, RatingData, RatingScale
-from data.sources import SplitFilesError
-from data.split import (PresplitData, split_ratings, held_out_interactions, write_split_files)
-from models import build_model
-from models.optimizers import SparseRowAdadelta, make_optimizer
-from models.trainer import Trainer
-from utils.config import ConfigError, DatasetConfig, ModelConfig, SplitFilesConfig, for_dataset
-from experiment.validation import config_from_dict, load_config
+from data import load_dataset, split_ratings
+from data.split import held_out_interactions, write_split_files
 from experiment.planning import cell_key, plan_cells
-from utils.seeding import torch_generator
+from experiment.validation import config_from_dict
 from experiment.workspace import Workspace, run_cell
-from conftest import DATA_ROOT, small_tree, write, files_cfg, tiny_rows, tiny_data, pairs
+from models import build_model
+from models.mf import MF
+from models.trainer import NonFiniteLossError, Trainer
+from utils.config import ConfigError
+from utils.seeding import torch_generator
 
 
 class AutogradTrainer(Trainer):
