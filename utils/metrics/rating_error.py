@@ -20,16 +20,17 @@ class TestMSE(Metric):
 
     def compute(self, ev):
         err = _errors(ev)
-        return float(np.mean(err ** 2)) if len(err) else float("nan")
+        return float(self.of_mse(np.mean(err ** 2))) if len(err) else float("nan")
+
+    @staticmethod
+    def of_mse(mse):
+        return mse
 
 
-class TestRMSE(Metric):
+class TestRMSE(TestMSE):
     name = "test_rmse"
-    at_k = False
     label = "test RMSE"
-    needs = (TEST_PREDICTIONS,)
-    higher_is_better = False
 
-    def compute(self, ev):
-        err = _errors(ev)
-        return float(np.sqrt(np.mean(err ** 2))) if len(err) else float("nan")
+    @staticmethod
+    def of_mse(mse):
+        return np.sqrt(mse)
