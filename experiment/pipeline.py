@@ -31,7 +31,7 @@ from utils.config import ConfigError, ExperimentConfig, as_list, dump_yaml, for_
 from experiment.executors import make_executor
 from experiment.planning import (FILE_ATTACK, Cell, Task, cell_key, component_options,
                                  params_text, plan_cells, plan_tasks)
-from utils.metrics import METRICS
+from utils.metrics import metrics_for
 from utils.seeding import content_key, derive_seed
 from experiment.workspace import Workspace, jsonable, list_target_indices, save_npz
 
@@ -50,10 +50,13 @@ def _read_row(path: Path) -> dict | None:
     return row if isinstance(row, dict) and "cell" in row else None
 
 
-def _has_every_metric(row: dict, k: int) -> bool:
-    """Whether a finished cell's row has every registered metric's column: a cell computed
-    before a metric was registered is recomputed (its model is not kept to re-evaluate)."""
-    return all(m.column(k) in row for m in METRICS.values())
+def _has_every_metric(row: dict, cfg: ExperimentConfig) -> bool:
+    """Whether a finished cell's row has the column of every registered metric of its split
+    protocol (``split.mode``; a leave-one-out cell never needs a ratio metric's, nor the
+    reverse): a cell computed before a metric was registered is recomputed (its model is not
+    kept to re-evaluate)."""
+    ev = cfg.evaluation
+    return all(m.column(ev.k, ev.test_k) in row for m in metrics_for(cfg.split.mode))
 
 
 def _save_cell(cells_dir: Path, key: str, row: dict, arrays: dict) -> dict:
@@ -87,6 +90,10 @@ def check_against_datasets(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"evaluation.k={dcfg.evaluation.k} is not below the "
                               f"{data.n_items} items of {name}: every item would be in the top "
                               f"K; choose evaluation.k < {data.n_items}")
+        if dcfg.split.mode == "ratio" and dcfg.evaluation.test_k >= data.n_items:
+            raise ConfigError(f"evaluation.test_k={dcfg.evaluation.test_k} is not below the "
+                              f"{data.n_items} items of {name}: every item would be in the top "
+                              f"K; choose evaluation.test_k < {data.n_items}")
         t = dcfg.targets
         if "list" in as_list(t.kind):
             try:
@@ -150,8 +157,7 @@ def _run(cfg: ExperimentConfig, out: Path, started: float, argv: list[str] | Non
     rows: dict[Cell, dict] = {}
     for cell in plan:
         row = _read_row(cells_dir / f"{keys[cell]}.json")
-        if row is not None and _has_every_metric(row, for_dataset(cfg, cell.dataset)
-                                                 .evaluation.k):
+        if row is not None and _has_every_metric(row, for_dataset(cfg, cell.dataset)):
             rows[cell] = row
     todo = [cell for cell in plan if cell not in rows]
     tasks, deps = plan_tasks(todo, keys)

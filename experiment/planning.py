@@ -131,7 +131,20 @@ def cell_coordinates(cell: Cell) -> dict:
 
 
 def model_config(cfg: ExperimentConfig, name: str) -> ModelConfig:
-    return dataclasses.replace(cfg.model, name=name)
+    """The victim's config; under ``split.mode: ratio`` every model it trains keeps the epoch of
+    highest validation Recall@``evaluation.test_k`` (unless ``model.select_recall_k`` says)."""
+    mcfg = dataclasses.replace(cfg.model, name=name)
+    if cfg.split.mode == "ratio" and mcfg.select_recall_k is None:
+        mcfg = dataclasses.replace(mcfg, select_recall_k=cfg.evaluation.test_k)
+    return mcfg
+
+
+def model_key(mcfg: ModelConfig) -> dict:
+    """A model config as keyed: ``select_recall_k`` only when set (earlier cells keep keys)."""
+    out = asdict(mcfg)
+    if out.get("select_recall_k") is None:
+        out.pop("select_recall_k", None)
+    return out
 
 
 def component_options(cfg: ExperimentConfig, kind: str, name: str, params: tuple):
@@ -172,19 +185,23 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     sources = cell_sources_digest(cell.attack if cell.attacked else None, cell.defense,
                                   attack_options)
     # One training (the default) keeps the keys of cells computed before ``retrains`` existed.
+    ratio = cfg.split.mode == "ratio"
     evaluation = {k: v for k, v in c["evaluation"].items()
                   if not (k == "retrains" and v == 1)
                   and not (k == "select_on" and v == "validation")
-                  and not (k == "tail" and v == {"head_share": 0.2})}
-    # Options added later are keyed only away from their defaults (earlier cells keep keys).
+                  and not (k == "tail" and v == {"head_share": 0.2})
+                  and not (k == "test_k" and not ratio)}   # leave-one-out never reads it
+    # Options added later are keyed only away from their defaults (earlier cells keep keys);
+    # the ratio split's options only under it.
     split_cfg = {k: v for k, v in c["split"].items()
                  if not (k == "fake_rows" and v == "train")
-                 and not (k == "test_item" and v == "positive")}
+                 and not (k == "test_item" and v == "positive")
+                 and not (k in ("mode", "test_fraction") and not ratio)}
     # Added later, keyed only away from their defaults (earlier cells keep their keys).
     if not (cell.target_kind == "list" and targets.get("id_space") == "raw"):
         targets.pop("id_space", None)   # the old meaning: list cells held 0-based indices
     return content_key(cell_coordinates(cell), cfg.seed, dataset, split_cfg, targets,
-                       asdict(model_config(cfg, cell.model)), evaluation,
+                       model_key(model_config(cfg, cell.model)), evaluation,
                        c["attack"]["filler_size"], attack, defense, sources)
 
 

@@ -60,7 +60,8 @@ FLOAT_FORMAT = "%.8g"
 def metric_order() -> list[str]:
     """Column prefixes of runs.csv's metrics in order: the registered metrics (an @K metric's
     columns start with "name@"), then the runner's."""
-    return [f"{m.name}@" if m.at_k else m.name for m in METRICS.values()] + RUNNER_COLUMNS
+    return ([f"{m.stem or m.name}@" if m.at_k else m.stem or m.name for m in METRICS.values()]
+            + RUNNER_COLUMNS)
 
 
 def _metric_rank(column: str, order: list[str]) -> tuple:
@@ -376,7 +377,8 @@ def git_commit() -> str | None:
 def interval_options(cfg: ExperimentConfig, out: Path) -> IntervalOptions:
     return IntervalOptions(level=cfg.report.level, bootstrap=cfg.report.bootstrap,
                            min_gain=cfg.report.min_gain, seed=cfg.seed, cells_dir=out / "cells",
-                           tail_floor=cfg.report.tail_floor)
+                           tail_floor=cfg.report.tail_floor, protocol=cfg.split.mode,
+                           test_k=cfg.evaluation.test_k)
 
 
 TEST_SELECTION = ("MODEL SELECTION ON THE TEST SET (evaluation.select_on: test, the TCD "
@@ -401,7 +403,8 @@ def report(out: Path, runs: pd.DataFrame, failed: pd.DataFrame | None, k: int,
     summary = summarize(runs, k, failed, options)
     atomic_write_text(out / "summary.csv", csv_text(summary))
     labels, head_share = _saved_labels(out)
-    tables = build_tables(summary, k, alpha=1 - options.level, dataset_labels=labels)
+    tables = build_tables(summary, k, alpha=1 - options.level, dataset_labels=labels,
+                          protocol=options.protocol, test_k=options.test_k)
     n_mode = int(summary["n_runs"].mode().iloc[0]) if len(summary) else 1
     if selected_on_test(runs):
         title += f" — {TEST_SELECTION}"
@@ -537,11 +540,15 @@ def _saved_settings(out: Path, runs: pd.DataFrame) -> tuple[int, str, IntervalOp
         title = tree.get("experiment", title)
         k = (tree.get("evaluation") or {}).get("k")
         saved = tree.get("report") or {}
+        test_k = (tree.get("evaluation") or {}).get("test_k", options.test_k)
         options = IntervalOptions(level=float(saved.get("level", options.level)),
                                   bootstrap=int(saved.get("bootstrap", options.bootstrap)),
                                   min_gain=float(saved.get("min_gain", options.min_gain)),
                                   seed=int(tree.get("seed", 0)), cells_dir=out / "cells",
-                                  tail_floor=float(saved.get("tail_floor", options.tail_floor)))
+                                  tail_floor=float(saved.get("tail_floor", options.tail_floor)),
+                                  protocol=str((tree.get("split") or {}).get("mode",
+                                                                             options.protocol)),
+                                  test_k=int(test_k))
     if k is None:
         found = [int(m.group(1)) for c in runs for m in [re.fullmatch(r"target_hr@(\d+)", c)]
                  if m]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from experiment.tables import BASE, COORDS, ORIGIN, SETTING, UNDEFENDED
 from utils.atomic import load_npz
-from utils.metrics import METRICS, TARGET_PAIRS, Metric, interval_metrics
+from utils.metrics import LOO, METRICS, RATIO, TARGET_PAIRS, Metric, interval_metrics
 from utils.seeding import derive_seed
 from utils.statistics import (holm, mean_std_n, paired_p_value, paired_user_p_value,
                               robustness_improvement, stars, success_reduction)
@@ -37,6 +37,8 @@ class IntervalOptions:
     seed: int = 0              # the master seed (the resampling is derived from it)
     cells_dir: Path | None = None   # cells/<key>.npz with the per-user outcomes
     tail_floor: float = 0.5    # ‡ below this share of the undefended clean tail_share@K
+    protocol: str = LOO        # split.mode: which metrics' columns the runs hold
+    test_k: int = 20           # evaluation.test_k: K of the ratio metrics' columns
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -78,9 +80,10 @@ def summarize(runs: pd.DataFrame, k: int, failed: pd.DataFrame | None = None,
     _add_intervals(summary, runs, groups, k, options)
     _add_relative_of_means(summary, k)
     _add_tail_suppression(summary, k, options.tail_floor)
-    for metric in tested_metrics():
-        if metric.column(k) in runs:
-            _add_significance(summary, groups, metric.column(k), not metric.higher_is_better)
+    for metric in tested_metrics(options.protocol):
+        name = metric.column(k, options.test_k)
+        if name in runs:
+            _add_significance(summary, groups, name, not metric.higher_is_better)
     return summary
 
 
@@ -119,8 +122,9 @@ def _add_relative_of_means(summary: pd.DataFrame, k: int) -> None:
 
 
 # The utility table's metrics (experiment/tables.py), each with its change from the undefended
-# model of the same setting and that change's interval.
+# model of the same setting and that change's interval; per split protocol (split.mode).
 UTILITY = ("hr", "tail_hr", "tail_share", "coverage")
+UTILITY_BY_PROTOCOL = {LOO: UTILITY, RATIO: ("recall", "ndcg_set", "tail_share", "coverage")}
 TAIL_SHARE = "tail_share"
 
 
@@ -214,10 +218,11 @@ def variant_name(defense: str, params: str) -> str:
 ATTACK_METRIC = METRICS["target_hr"]   # the attack's gain and each defense's change are in it
 
 
-def tested_metrics() -> list[Metric]:
+def tested_metrics(protocol: str | None = None) -> list[Metric]:
     """The metrics compared with the baselines and with the undefended model, the attack's
-    metric first."""
-    tested = [m for m in METRICS.values() if m.tested]
+    metric first (with ``protocol``: those computed under it)."""
+    tested = [m for m in METRICS.values() if m.tested
+              and (protocol is None or m.applies_to(protocol))]
     return sorted(tested, key=lambda m: m is not ATTACK_METRIC)
 
 
@@ -316,6 +321,7 @@ def _add_intervals(summary: pd.DataFrame, runs: pd.DataFrame, groups: dict, k: i
     interval) and the test against the undefended model, Holm-corrected per block."""
     ix = _Intervals(runs, options)
     thr = ATTACK_METRIC.column(k)
+    protocol, test_k = options.protocol, options.test_k
     records = summary.to_dict("records")
     keys = [tuple(r[c] for c in COORDS) for r in records]
     columns: dict[str, list] = {}
@@ -327,8 +333,8 @@ def _add_intervals(summary: pd.DataFrame, runs: pd.DataFrame, groups: dict, k: i
     for n, key in enumerate(keys):
         if key not in groups:
             continue
-        for metric in interval_metrics():
-            name = metric.column(k)
+        for metric in interval_metrics(protocol):
+            name = metric.column(k, test_k)
             if name not in runs:
                 continue
             interval, method = ix.compare([key], [1.0], metric, groups, name)
@@ -361,14 +367,14 @@ def _add_intervals(summary: pd.DataFrame, runs: pd.DataFrame, groups: dict, k: i
         put("attack_gain_high", n, interval.high)
         summary.at[n, "attack_effective"] = effective
     # Each defense against the undefended model of its setting (clean data: Origin).
-    utility = [METRICS[name] for name in UTILITY if name in METRICS
-               and METRICS[name].column(k) in runs]
+    utility = [METRICS[name] for name in UTILITY_BY_PROTOCOL[protocol] if name in METRICS
+               and METRICS[name].column(k, test_k) in runs]
     for n, key in enumerate(keys):
         if key[-2] == UNDEFENDED or key not in groups:
             continue
         base = key[:len(SETTING)] + (UNDEFENDED, "")
         for metric in utility:
-            name = metric.column(k)
+            name = metric.column(k, test_k)
             interval, _ = ix.compare([key, base], [1.0, -1.0], metric, groups, name)
             put(f"change_{name}", n, interval.estimate)
             put(f"change_{name}_low", n, interval.low)
@@ -377,8 +383,8 @@ def _add_intervals(summary: pd.DataFrame, runs: pd.DataFrame, groups: dict, k: i
         put(f"change_{thr}", n, interval.estimate)
         put(f"change_{thr}_low", n, interval.low)
         put(f"change_{thr}_high", n, interval.high)
-        for metric in tested_metrics():
-            name = metric.column(k)
+        for metric in tested_metrics(protocol):
+            name = metric.column(k, test_k)
             if name in runs:
                 p, test = ix.p_value(key, base, metric, groups, name)
                 put(f"p_vs_undefended_{name}", n, p)

@@ -15,7 +15,7 @@ from pathlib import PurePath
 import numpy as np
 import pandas as pd
 
-from utils.metrics import METRICS
+from utils.metrics import LOO, METRICS
 
 ORIGIN = "none"       # attack of the clean data
 FILE_ATTACK = "file"  # a poison file (labelled by its stem)
@@ -77,8 +77,10 @@ class _Index:
     """Summary rows by coordinates, with the layout facts the tables share."""
 
     def __init__(self, summary: pd.DataFrame, k: int, alpha: float = 0.05,
-                 dataset_labels: dict | None = None) -> None:
+                 dataset_labels: dict | None = None, protocol: str = LOO,
+                 test_k: int = 20) -> None:
         self.summary, self.k, self.alpha = summary, k, alpha
+        self.protocol, self.test_k = protocol, test_k
         self.dataset_labels = dataset_labels or {}
         self.records = {tuple(r[c] for c in COORDS): r for r in summary.to_dict("records")}
         self.kinds = list(dict.fromkeys(summary.target_kind))
@@ -295,8 +297,11 @@ def worst_case_table(ix: _Index, metric: str, title: str) -> Table | None:
     if not keys:
         return None
     variants = [(UNDEFENDED, "")] + ix.variants
+    # Tail HR needs the leave-one-out test item: the ratio split shows the tail share only.
+    tail_names = ("tail_share", "tail_hr") if ix.protocol == LOO else ("tail_share",)
     columns = ["mean over attacks", "worst attack: target HR", "worst / undefended worst",
                f"clean tail share@{ix.k} / undefended", f"clean tail HR@{ix.k} / undefended"]
+    columns = columns[:3 + len(tail_names)]
     table = Table(title, ["Dataset"] + (["Model"] if ix.many_models else []) + ["Defense"],
                   ix.kinds, columns)
     clean = (ORIGIN, 0.0, 0.0, "")
@@ -311,7 +316,7 @@ def worst_case_table(ix: _Index, metric: str, title: str) -> Table | None:
             for kind in ix.kinds:
                 base = block + (kind,)
                 tail = [_clean_share(ix.get(base, clean, d, p), ix.get(base, clean, UNDEFENDED),
-                                     f"{name}@{ix.k}") for name in ("tail_share", "tail_hr")]
+                                     f"{name}@{ix.k}") for name in tail_names]
                 found = [(ix.get(base, s, d, p), s) for s in settings]
                 found = [(rec, s) for rec, s in found
                          if rec is not None and not _missing(rec.get(f"{metric}_mean"))]
@@ -345,16 +350,19 @@ def _clean_share(mine: dict | None, undefended: dict | None, metric: str) -> Val
     return Value(a / b, percent=True, derived=True)
 
 
-def utility_table(ix: _Index, title: str) -> Table | None:
+def utility_table(ix: _Index, title: str, names: tuple = ("hr", "tail_hr", "tail_share",
+                                                          "coverage")) -> Table | None:
     """What each defense costs the users, per dataset and target kind: test HR@K, tail_hr@K,
-    tail_share@K and coverage@K with their intervals, for Origin, the undefended model under
+    tail_share@K and coverage@K (``names``; the ratio split: Recall and NDCG at test_k instead
+    of the leave-one-out HRs) with their intervals, for Origin, the undefended model under
     each attack ("Attack") and every defense, each defense with Δ, its change from the
     undefended model of the same setting (clean data: Origin), and that change's interval."""
-    metrics = [m for m in ("hr", "tail_hr", "tail_share", "coverage")
-               if f"{m}@{ix.k}_mean" in ix.summary]
-    if not metrics or not ix.variants:
+    found = [METRICS[m] for m in names
+             if f"{METRICS[m].column(ix.k, ix.test_k)}_mean" in ix.summary]
+    if not found or not ix.variants:
         return None
-    columns = [METRICS[m].title(ix.k) for m in metrics]
+    metrics = [m.column(ix.k, ix.test_k) for m in found]
+    columns = [m.title(ix.k, ix.test_k) for m in found]
     every = ix.settings(attacked_only=False)
     # Per block (dataset, model): the clean data first, then the attacks.
     keys = [key for block in dict.fromkeys(key[:3] for key in every)
@@ -376,8 +384,8 @@ def utility_table(ix: _Index, title: str) -> Table | None:
             cells = list(ix.labels(row)) + [name]
             for rec in found:
                 for m in metrics:
-                    value = ix.value(rec, f"{m}@{ix.k}", with_stars=False)
-                    change = f"change_{m}@{ix.k}"
+                    value = ix.value(rec, m, with_stars=False)
+                    change = f"change_{m}"
                     if value is not None and rec is not None and not _missing(rec.get(change)):
                         low, high = _number(rec.get(f"{change}_low")), \
                             _number(rec.get(f"{change}_high"))
@@ -451,14 +459,28 @@ def _setting_label(setting: tuple, ix: _Index) -> str:
 
 
 def build_tables(summary: pd.DataFrame, k: int, alpha: float = 0.05,
-                 dataset_labels: dict | None = None) -> list[Table]:
+                 dataset_labels: dict | None = None, protocol: str = LOO,
+                 test_k: int = 20) -> list[Table]:
+    """The tables of a summary whose runs follow split protocol ``protocol`` (``split.mode``:
+    only its metrics get tables; ``test_k`` is the ratio metrics' K)."""
     if summary.empty:
         return []
-    ix = _Index(summary, k, alpha, dataset_labels)
+    ix = _Index(summary, k, alpha, dataset_labels, protocol, test_k)
     thr = f"target_hr@{k}"
-    # Each registered metric that names a table gets one (utils/metrics/: Metric.table).
-    metric_tables = [defense_table(ix, m.column(k), m.table.format(label=m.title(k), k=k),
-                                   with_clean=True) for m in METRICS.values() if m.table]
+    # Each registered metric of the protocol that names a table gets one (Metric.table).
+    metric_tables = [defense_table(ix, m.column(k, test_k),
+                                   m.table.format(label=m.title(k, test_k), k=m.k_of(k, test_k)),
+                                   with_clean=True)
+                     for m in METRICS.values() if m.table and m.applies_to(protocol)]
+    if protocol == LOO:
+        utility = utility_table(ix, f"Utility · test HR@{k}, tail HR@{k}, tail share@{k} and "
+                                    f"coverage@{k} (Δ: change from the undefended model of "
+                                    "the same setting)")
+    else:
+        utility = utility_table(ix, f"Utility · Recall@{test_k}, NDCG@{test_k}, tail "
+                                    f"share@{k} and coverage@{k} (Δ: change from the "
+                                    "undefended model of the same setting)",
+                                ("recall", "ndcg_set", "tail_share", "coverage"))
     tables = [
         sweep_table(ix, thr, "knowledge_cost",
                     f"Table 2 · Attack target HR@{k} vs knowledge cost (no defense)",
@@ -470,8 +492,7 @@ def build_tables(summary: pd.DataFrame, k: int, alpha: float = 0.05,
                        f"Table 3 · Attack-success reduction of the mean target HR@{k}",
                        percent=True),
         *metric_tables,
-        utility_table(ix, f"Utility · test HR@{k}, tail HR@{k}, tail share@{k} and coverage@{k} "
-                          "(Δ: change from the undefended model of the same setting)"),
+        utility,
         defense_table(ix, "prediction_shift", "Prediction shift of the targets", False),
         sweep_table(ix, thr, "attack_size", f"Target HR@{k} vs attack size (no defense)",
                     lambda s: f"{100 * s:g}%"),

@@ -15,7 +15,6 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +26,7 @@ from attacks.poison_file import export_poison
 from attacks.threat import (AttackError, ThreatContext, filler_size_of, knowledge_view,
                             n_fake_users, select_targets)
 from data import load_dataset, split_ratings
-from data.split import held_out_interactions, split_fake_rows
+from data.split import held_out_interactions, split_by_ratio, split_fake_rows
 from data.ratings import Interactions, RatingData, Split, TrainingData
 from defenses import DEFENSES
 from models import build_model
@@ -37,7 +36,8 @@ from utils.config import ExperimentConfig, as_list
 from utils.metrics import (Evaluator, combine_outcomes, detection_metrics, prediction_shift,
                            rank_shift)
 from experiment.planning import (FILE_ATTACK, ORIGIN, UNDEFENDED, Cell, attack_sources_digest,
-                                 cell_sources_digest, component_options, model_config, non_default,
+                                 cell_sources_digest, component_options, model_config, model_key,
+                                 non_default,
                                  params_text, poison_file_digest)
 from utils.seeding import content_key, derive_seed, numpy_rng, torch_generator
 
@@ -90,6 +90,11 @@ class Workspace:
             # is NaN and each fit keeps its last epoch.
             val_fraction = 0.0 if self.cfg.evaluation.select_on != "validation" else \
                 s.val_fraction
+            if s.mode == "ratio":   # the implicit top-K protocol: a share of each user's rows
+                self._splits[key] = split_by_ratio(
+                    self.data(name), numpy_rng(self.repeat_seed(repeat), "split", name),
+                    s.test_fraction, val_fraction, self.cfg.dataset.feedback)
+                return self._splits[key]
             self._splits[key] = split_ratings(
                 self.data(name), numpy_rng(self.repeat_seed(repeat), "split", name),
                 s.positive_threshold, val_fraction, self.cfg.dataset.feedback, s.test_item)
@@ -106,7 +111,7 @@ class Workspace:
                 except ValueError as exc:
                     raise AttackError(str(exc)) from None
             self._targets[key] = select_targets(
-                self.split(name, repeat), kind, t.count,
+                _with_test_rows(self.split(name, repeat)), kind, t.count,
                 numpy_rng(self.repeat_seed(repeat), "targets", name, kind), items,
                 t.unpopular_below)
         return self._targets[key]
@@ -118,7 +123,8 @@ class Workspace:
             self._evaluators[key] = Evaluator(self.split(name, repeat),
                                               self.targets(name, repeat, kind), ev.k,
                                               ev.batch_users, self.device,
-                                              head_share=ev.tail.head_share)
+                                              head_share=ev.tail.head_share,
+                                              protocol=self.cfg.split.mode, test_k=ev.test_k)
         return self._evaluators[key]
 
     def training_data(self, split: Split, fake: Interactions | None,
@@ -168,7 +174,7 @@ class Workspace:
         data = self.training_data(split, None)
         ckey = content_key("origin", split.train.users, split.train.items, split.train.ratings,
                            data.val.users, data.val.items, data.val.ratings, split.n_users,
-                           split.n_items, repr(split.scale), split.feedback, asdict(mcfg), seed,
+                           split.n_items, repr(split.scale), split.feedback, model_key(mcfg), seed,
                            cell_sources_digest(None, UNDEFENDED))
         path = self.cache / "models" / f"origin-{model}-{ckey}.npz"
         cached = load_npz(path)
@@ -229,7 +235,7 @@ class Workspace:
         key = content_key("profiles", cell.dataset, split.n_users, split.n_items, seen.users,
                           seen.items, seen.ratings, targets, cell.attack, non_default(options),
                           n_fake, filler, cell.knowledge_cost, seed, cfg.dataset.feedback,
-                          asdict(mcfg), attack_sources_digest(cell.attack, options),
+                          model_key(mcfg), attack_sources_digest(cell.attack, options),
                           poison_file_digest(options))
         path = self.cache / "profiles" / f"{cell.attack}-{key}.npz"
         cached = load_npz(path)
@@ -269,6 +275,17 @@ class Workspace:
                            for k, v in sorted(dict(cell.attack_params).items())])
         export_poison(fake, Path(self.cfg.results_dir) / self.cfg.experiment / "poison", stem,
                       self.data(cell.dataset).raw_item_ids, split.scale, split.n_items, formats)
+
+
+def _with_test_rows(split: Split) -> Split:
+    """The split as target selection reads it: its popularity counts cover all of the real
+    data, so a ratio split's held-out rows (``RatioSplit.test``) count as ratings too (a
+    leave-one-out split's test item is counted by ``select_targets`` itself)."""
+    test = getattr(split, "test", None)
+    if test is None or not len(test):
+        return split
+    return Split(Interactions.concat(split.train, test), split.val, split.test_items,
+                 split.test_ratings, split.n_users, split.n_items, split.scale, split.feedback)
 
 
 def _n_fake_part(cell: Cell) -> tuple:

@@ -17,6 +17,13 @@ positive is ranked among the items the user has neither trained on nor holds out
 selection value is −HR (lower is better, like the explicit validation MSE). A model whose loss is
 ``bpr`` (``model.loss``; LightGCN's) trains with one sampled negative per positive instead
 (``models/bpr.py``), validated the same way.
+
+The implicit top-K protocol (``split.mode: ratio``, which sets ``model.select_recall_k`` to
+``evaluation.test_k``) selects instead on validation Recall@K: every item is ranked for each
+user with validation rows, the user's training positives masked, and Recall = the share of
+the user's validation items ranked < K (pessimistic ranks), averaged over those users
+(``utils/topk_metrics.py``); the selection value is −Recall. Every defense that validates
+through ``Trainer.validate`` (``Trainer.fit``, TCD) selects so.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from data.ratings import Interactions, RatingScale
+from utils.topk_metrics import capped_ranks, recall_ndcg_from_ranks
 
 from .base import declares
 from .bpr import bpr_epoch
@@ -468,6 +476,9 @@ class Trainer:
         if len(users) == 0:
             return float("nan")
         if self.feedback == "implicit":
+            k = self.select_recall_k
+            if k:
+                return -self.validation_recall(users, items, k)
             return -self.validation_hr(users, items)
         if self.uses_fast_path():
             return self._fast_val_mse(val, users, items, ratings)
@@ -509,6 +520,46 @@ class Trainer:
             hits += int((rank < self.val_k).sum())
         return hits / len(users)
 
+    @property
+    def select_recall_k(self) -> int | None:
+        """K of the validation Recall that selects the epoch (``model.select_recall_k``; None:
+        validation HR@``val_k``)."""
+        return getattr(self.cfg, "select_recall_k", None)
+
+    @torch.no_grad()
+    def validation_recall(self, users, items, k: int, seen=None,
+                          chunk_users: int = 256) -> float:
+        """Mean over the users with validation rows of their Recall@``k``: the share of their
+        held-out items (users[j], items[j]) ranked < k among all items, the user's training
+        positives (``seen``, default the last epoch's) masked with −inf; pessimistic ranks (ties
+        count against the item). Whole-tensor work per chunk of users."""
+        if seen is None:
+            if self._seen is None:
+                raise RuntimeError("validation Recall needs the training positives: train an "
+                                   "epoch first or pass seen=(users, items)")
+            seen = self._seen
+        ranked = torch.unique(users)                      # sorted
+        n_ids = int(max(users.max(), seen[0].max() if len(seen[0]) else 0)) + 1
+        row_of_user = torch.full((n_ids,), -1, dtype=torch.long, device=self.device)
+        row_of_user[ranked] = torch.arange(len(ranked), device=self.device)
+        v_rows, s_rows = row_of_user[users], row_of_user[seen[0]]
+        v_order, s_order = torch.argsort(v_rows, stable=True), torch.argsort(s_rows, stable=True)
+        v_rows, v_items = v_rows[v_order], items[v_order]
+        s_rows, s_items = s_rows[s_order], seen[1][s_order]
+        total = 0.0
+        for lo in range(0, len(ranked), chunk_users):
+            hi = min(lo + chunk_users, len(ranked))
+            scores = self.model.score_all(ranked[lo:hi]).float().clone()
+            bounds = torch.tensor([lo, hi], device=self.device)
+            s_lo, s_hi = torch.searchsorted(s_rows, bounds).tolist()
+            scores[s_rows[s_lo:s_hi] - lo, s_items[s_lo:s_hi]] = float("-inf")
+            v_lo, v_hi = torch.searchsorted(v_rows, bounds).tolist()
+            rows = v_rows[v_lo:v_hi] - lo
+            ranks = capped_ranks(scores, rows, v_items[v_lo:v_hi], k)
+            recall, _, _ = recall_ndcg_from_ranks(ranks, rows, hi - lo, k)
+            total += float(recall.sum())
+        return total / len(ranked)
+
     def _fast_val_mse(self, val, users, items, ratings) -> float:
         """Validation MSE of MF as one sampled dense-dense product over the validation pairs."""
         cached = getattr(self, "_val_pattern", None)
@@ -545,7 +596,9 @@ class Trainer:
             val_loss = self.validate(val)
             history.append({"epoch": self.epoch, "train_loss": loss, "val_loss": val_loss})
             if self.feedback == "implicit":
-                history[-1][f"val_hr@{self.val_k}"] = -val_loss
+                name = (f"val_recall@{self.select_recall_k}" if self.select_recall_k
+                        else f"val_hr@{self.val_k}")
+                history[-1][name] = -val_loss
             selector.offer(self.epoch, val_loss)
             if progress is not None:
                 progress.update(1)

@@ -99,6 +99,15 @@ class SplitConfig:
     # liked item is ranked, so users without a positive rating have no test item) or "any"
     # (one rating of any value: the TCD authors' leave-one-out files, for reproduction).
     test_item: str = "positive"
+    # The evaluation protocol: "loo" (leave-one-out: one held-out positive per user, HR@K,
+    # NDCG@K, MRR, test MSE; the papers' protocol) or "ratio" (the implicit top-K protocol of
+    # LightGCN, VAT and PamaCF: a ``test_fraction`` of each user's interactions held out,
+    # Recall@test_k and NDCG@test_k, model selection on validation Recall@test_k; implicit
+    # feedback only; docs/victim-models.md "The implicit top-K protocol").
+    mode: str = "loo"
+    # split.mode ratio: each user's share of interactions held out for test (validation:
+    # val_fraction); ignored by loo.
+    test_fraction: float = field(default=0.2, metadata=bounds(0, 1, lo_open=True, hi_open=True))
 
 
 @dataclass
@@ -142,6 +151,10 @@ class ModelConfig:
     loss: str = "auto"
     # Propagation steps of graph models (LightGCN's K; the paper's 3); other models ignore it.
     layers: int = field(default=3, metadata=bounds(0))
+    # Implicit feedback: keep the epoch of highest validation Recall@K (per user, full ranking,
+    # training items masked) instead of the validation HR@10 of each held-out positive.
+    # None: the protocol's rule — split.mode ratio sets evaluation.test_k, loo leaves HR@10.
+    select_recall_k: int | None = field(default=None, metadata=bounds(1))
     # ``model.profile: <name>`` is not a field: it sets optimizer, lr and reg to the named
     # profile's values (MODEL_PROFILES below) while the config is built, so the resolved
     # config records the values; one of the three set to another value beside it is an error.
@@ -191,6 +204,9 @@ class EvaluationConfig:
     # target HR the TCD authors report (run_main.py ranks with the final weights; only the
     # test HR they print as "best" is at the smallest test MSE). No validation rows either.
     select_on: str = "validation"
+    # split.mode ratio: K of Recall@K and NDCG@K on the held-out test set (LightGCN's 20) and of
+    # the validation Recall that selects each model's epoch; the target metrics keep K = k.
+    test_k: int = field(default=20, metadata=bounds(1))
     tail: TailConfig = field(default_factory=TailConfig)
 
 
@@ -602,6 +618,13 @@ def check_schema(cfg: ExperimentConfig) -> None:
     check_name(cfg.device, ["auto", "cpu", "cuda"], "device")
     check_name(cfg.split.fake_rows, ["train", "platform"], "split.fake_rows")
     check_name(cfg.split.test_item, ["positive", "any"], "split.test_item")
+    check_name(cfg.split.mode, ["loo", "ratio"], "split.mode")
+    if cfg.split.mode == "ratio":
+        _check_ratio_split(cfg)
+    elif cfg.model.select_recall_k is not None and cfg.dataset.feedback != "implicit":
+        raise ConfigError("model.select_recall_k: selection by validation Recall ranks held-out "
+                          "interactions (implicit feedback); set dataset.feedback=implicit or "
+                          "remove it")
     check_name(cfg.evaluation.select_on, ["validation", "test", "last"],
                "evaluation.select_on")
     if cfg.evaluation.select_on != "validation" and cfg.split.fake_rows == "platform":
@@ -627,6 +650,10 @@ def check_schema(cfg: ExperimentConfig) -> None:
                                   "dataset; set it at the top level")
         if "name" in (layer.get("dataset") or {}):
             raise ConfigError(f"by_dataset.{name}.dataset.name: the dataset is the key; remove it")
+        for section, key in (("split", "mode"), ("evaluation", "test_k")):
+            if key in (layer.get(section) or {}):   # the tables' metric columns follow them
+                raise ConfigError(f"by_dataset.{name}.{section}.{key}: one protocol per "
+                                  f"experiment; set {section}.{key} at the top level")
         if not layer:
             continue   # nothing layered (for_dataset returns cfg itself: no recursion)
         try:
@@ -635,6 +662,29 @@ def check_schema(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"by_dataset.{name}: {exc}") from None
     if not cfg.experiment or any(c in cfg.experiment for c in "/\\") or cfg.experiment in (".", ".."):
         raise ConfigError(f"experiment: '{cfg.experiment}' must be a plain folder name")
+
+
+def _check_ratio_split(cfg: ExperimentConfig) -> None:
+    """``split.mode: ratio`` (the implicit top-K protocol): what it cannot be combined with."""
+    if cfg.dataset.feedback != "implicit":
+        raise ConfigError("split.mode: ratio holds out interactions as relevant items (the "
+                          "implicit top-K protocol), but dataset.feedback is "
+                          f"{cfg.dataset.feedback}; set dataset.feedback=implicit")
+    if cfg.split.test_item != "positive":
+        raise ConfigError("split.test_item: it picks the leave-one-out test item; "
+                          "split.mode: ratio holds out a share of every user's interactions "
+                          "(remove split.test_item or use split.mode: loo)")
+    if cfg.dataset.split_files.train:
+        raise ConfigError("dataset.split_files: a fixed leave-one-out split; split.mode: ratio "
+                          "draws its own per-user split (remove one of them)")
+    if cfg.evaluation.select_on == "test":
+        raise ConfigError("evaluation.select_on: test reproduces the TCD authors' leave-one-out "
+                          "selection; split.mode: ratio selects on validation Recall (use "
+                          "validation or last)")
+    if cfg.split.val_fraction + cfg.split.test_fraction >= 1:
+        raise ConfigError(f"split.test_fraction: {cfg.split.test_fraction:g} + val_fraction "
+                          f"{cfg.split.val_fraction:g} leave nothing to train on; make their "
+                          "sum below 1")
 
 
 def _accepts_list(tp: Any) -> bool:

@@ -12,6 +12,12 @@ of *other* unmasked items scoring at least as high, so a model that scores every
 hits nothing; the top-K lists follow the same rule (an item is listed only if its pessimistic
 rank is below K: a tie group straddling rank K is left out whole). Fake users (ids ≥
 n_real_users) are never scored.
+
+Each metric names the split protocols it applies to (``Metric.protocols``, ``split.mode``):
+under ``loo`` the leave-one-out metrics (HR@K, NDCG@K, MRR, test MSE/RMSE, tail HR), under
+``ratio`` (a held-out set per user) Recall@test_k, NDCG@test_k and target NDCG@K; the target
+metrics and the list metrics under both. Under ``ratio`` a target is eligible for the users who
+have interacted with it nowhere — training, validation or the held-out set.
 """
 from __future__ import annotations
 
@@ -20,15 +26,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .base import (INPUTS, ITEM_POPULARITY, LIST, LONG_TAIL, NONE, TARGET_PAIRS, TOP_ITEMS, USER_MEAN,
-                   Evaluation, ListMetric, Metric, Resample, TargetPairMetric, UserMeanMetric)
+from ..topk_metrics import UserIndex, capped_ranks
+from .base import (INPUTS, ITEM_POPULARITY, LIST, LONG_TAIL, LOO, NONE, PROTOCOLS, RATIO,
+                   TARGET_PAIRS, TEST_SET_RANKS, TOP_ITEMS, USER_MEAN, Evaluation, ListMetric,
+                   Metric, Resample, TargetPairMetric, UserMeanMetric)
 from .detection import detection_metrics
 from .hit_ratio import HitRatio
 from .mrr import MRR
 from .ndcg import NDCG
 from .rating_error import TestMSE, TestRMSE
+from .recall import Recall, SetNDCG
 from .tail import Coverage, Gini, Head, TailHitRatio, TailShare, split_head
 from .target_hit_ratio import TargetHitRatio, TargetHitRatioAll
+from .target_ndcg import TargetNDCG
 from .target_position import AvgTargetRank, TargetScore
 
 
@@ -39,12 +49,15 @@ def _registry(*metrics: Metric) -> dict[str, Metric]:
 # Name → metric, in the order of the runs.csv columns and the tables.
 METRICS: dict[str, Metric] = _registry(
     HitRatio(),
+    Recall(),
     NDCG(),
+    SetNDCG(),
     MRR(),
     TestMSE(),
     TestRMSE(),
     TargetHitRatio(),
     TargetHitRatioAll(),
+    TargetNDCG(),
     AvgTargetRank(),
     TargetScore(),
     TailShare(),
@@ -54,9 +67,23 @@ METRICS: dict[str, Metric] = _registry(
 )
 
 
-def interval_metrics() -> list[Metric]:
-    """The registered metrics that have an interval (and a stored per-user outcome)."""
-    return [m for m in METRICS.values() if m.interval != NONE]
+def metrics_for(protocol: str) -> list[Metric]:
+    """The registered metrics computed under split protocol ``protocol`` (``split.mode``)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"split protocol {protocol!r} is unknown; use one of {PROTOCOLS}")
+    return [m for m in METRICS.values() if m.applies_to(protocol)]
+
+
+def metric_columns(protocol: str, k: int, test_k: int) -> dict[str, Metric]:
+    """runs.csv column → metric, for the metrics of ``protocol``."""
+    return {m.column(k, test_k): m for m in metrics_for(protocol)}
+
+
+def interval_metrics(protocol: str | None = None) -> list[Metric]:
+    """The registered metrics that have an interval (and a stored per-user outcome); with
+    ``protocol``, only those computed under it."""
+    return [m for m in METRICS.values() if m.interval != NONE
+            and (protocol is None or m.applies_to(protocol))]
 
 
 @dataclass
@@ -92,16 +119,25 @@ def combine_outcomes(results: list[EvalResult], metrics: list[Metric] | None = N
 class Evaluator:
     """Scores a trained model on one split and one target set and computes ``metrics`` (the
     registered ones by default). ``split`` is a ``data.ratings.Split`` (read by attribute:
-    ``observed()``, ``train``, ``test_items``, ``test_ratings``, ``scale``, sizes)."""
+    ``observed()``, ``train``, ``test_items``, ``test_ratings``, ``scale``, sizes; a ratio
+    split's held-out set ``test``). ``protocol`` (``split.mode``; None: ``ratio`` when the split
+    has a held-out set ``test``, else ``loo``) chooses the registered metrics by default;
+    ``test_k`` is the K of the ratio metrics."""
 
     def __init__(self, split, targets: np.ndarray, k: int = 50, batch_users: int = 1024,
                  device: torch.device | str = "cpu", metrics: list[Metric] | None = None,
-                 head_share: float = 0.2) -> None:
+                 head_share: float = 0.2, protocol: str | None = None,
+                 test_k: int = 20) -> None:
         self.split = split
         self.k = k
+        self.test_k = test_k
         self.batch_users = batch_users
         self.device = torch.device(device)
-        self.metrics = list(METRICS.values()) if metrics is None else list(metrics)
+        test_set = getattr(split, "test", None)
+        if protocol is None:
+            protocol = RATIO if test_set is not None else LOO
+        self.protocol = protocol
+        self.metrics = metrics_for(protocol) if metrics is None else list(metrics)
         needs = {need for m in self.metrics for need in m.needs}
         unknown = sorted(needs - set(INPUTS))
         if unknown:
@@ -127,7 +163,20 @@ class Evaluator:
         has_test = np.isin(test, self.targets) & (test >= 0)
         if has_test.any():
             rated[np.flatnonzero(has_test), [col[int(t)] for t in test[has_test]]] = True
+        if test_set is not None and len(test_set):
+            # A ratio split's held-out set: a user who interacted with the target there is not
+            # eligible either (T-HR@K of VAT / PamaCF).
+            hit = np.isin(test_set.items, self.targets) & (test_set.users < self.n_users)
+            if hit.any():
+                rated[test_set.users[hit], [col[int(t)] for t in test_set.items[hit]]] = True
         self.eligible = ~rated
+        # The held-out set by user, ranked when a metric needs it (ratio split).
+        self.test_set = None
+        if TEST_SET_RANKS in needs:
+            if test_set is None:
+                raise ValueError("the ratio metrics (Recall, NDCG on a held-out set) need a "
+                                 "split with a held-out set (split.mode: ratio)")
+            self.test_set = UserIndex.of(test_set, self.n_users, self.device)
         # The real users' training ratings per item (the split holds real users only).
         self.item_popularity = (np.bincount(split.train.items, minlength=self.n_items)
                                 if needs & {ITEM_POPULARITY, LONG_TAIL} else None)
@@ -148,6 +197,7 @@ class Evaluator:
         t_ranks = torch.full((self.n_users, n_t), -1, dtype=torch.long)
         top_items = (torch.full((self.n_users, min(self.k, self.n_items)), -1, dtype=torch.long)
                      if top_k else None)
+        set_ranks = []
         for start in range(0, self.n_users, self.batch_users):
             stop = min(start + self.batch_users, self.n_users)
             users = torch.arange(start, stop, device=self.device)
@@ -176,6 +226,10 @@ class Evaluator:
                 # equally lists nothing); -1 after them.
                 top_items[start:stop] = torch.from_numpy(
                     pessimistic_top_k(scores.cpu().numpy(), top_items.shape[1]))
+            if self.test_set is not None:
+                # The held-out set's ranks among the unmasked items, exact below test_k.
+                rows, items = self.test_set.rows(start, stop)
+                set_ranks.append(capped_ranks(scores, rows, items, self.test_k).cpu())
         split = self.split
         ev = Evaluation(k=self.k, n_items=self.n_items, max_rating=split.scale.max_rating,
                         test_items=split.test_items, test_ratings=split.test_ratings,
@@ -183,8 +237,13 @@ class Evaluator:
                         target_ranks=t_ranks.numpy(), target_scores=t_scores.numpy(),
                         eligible=self.eligible, top_items=top_items.numpy() if top_k else None,
                         item_popularity=self.item_popularity,
-                        long_tail=None if self.head is None else self.head.long_tail)
-        values = {m.column(self.k): m.compute(ev) for m in self.metrics}
+                        long_tail=None if self.head is None else self.head.long_tail,
+                        test_k=self.test_k)
+        if self.test_set is not None:
+            ev.test_set_users = self.test_set.users.cpu().numpy()
+            ev.test_set_ranks = (torch.cat(set_ranks).numpy() if set_ranks
+                                 else np.zeros(0, dtype=np.int64))
+        values = {m.column(self.k, self.test_k): m.compute(ev) for m in self.metrics}
         stored = {}
         for m in self.metrics:
             if m.interval != NONE and not set(m.stored_keys()) <= set(stored):
@@ -265,7 +324,7 @@ def rank_shift(attacked: EvalResult, clean: EvalResult) -> np.ndarray:
     return (clean.target_ranks[elig] - attacked.target_ranks[elig]).astype(np.int64)
 
 
-__all__ = ["METRICS", "Head", "split_head", "EvalResult", "Evaluation", "Evaluator", "ListMetric", "Metric",
+__all__ = ["METRICS", "LOO", "PROTOCOLS", "RATIO", "metric_columns", "metrics_for", "Head", "split_head", "EvalResult", "Evaluation", "Evaluator", "ListMetric", "Metric",
            "Resample", "TargetPairMetric", "UserMeanMetric", "USER_MEAN", "TARGET_PAIRS", "LIST",
            "NONE", "combine_outcomes", "detection_metrics", "interval_metrics", "prediction_shift",
            "rank_shift"]

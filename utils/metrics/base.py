@@ -20,6 +20,12 @@ Interval kinds:
   share): the outcome is each user's lists (one per retraining) and the metric recomputes the
   statistic under user weights (:class:`ListMetric`).
 * ``NONE`` — no interval (no outcome is stored).
+
+Protocols (``split.mode``, ``Metric.protocols``): ``loo`` — leave-one-out, one held-out item
+per user (HR@K, NDCG@K, MRR, test MSE need it); ``ratio`` — the implicit top-K protocol, a
+held-out *set* per user (Recall@K, NDCG@K at ``evaluation.test_k``). A metric is computed, and
+expected in a finished cell's row, only under the protocols it names; the target and list
+metrics name both.
 """
 from __future__ import annotations
 
@@ -37,8 +43,13 @@ TOP_ITEMS = "top_items"                # (U, K) each real user's top-K items (op
 ITEM_POPULARITY = "item_popularity"    # (I,) real users' training ratings per item (optional)
 LONG_TAIL = "long_tail"                # (I,) bool: the item is outside the head (optional;
                                        # utils/metrics/tail.py, evaluation.tail.head_share)
+TEST_SET_RANKS = "test_set_ranks"      # ratio split: each held-out item's rank, capped at
+                                       # test_k, and its user (optional)
 INPUTS = (TEST_RANKS, TEST_PREDICTIONS, TARGET_RANKS, TARGET_SCORES, TOP_ITEMS, ITEM_POPULARITY,
-          LONG_TAIL)
+          LONG_TAIL, TEST_SET_RANKS)
+
+LOO, RATIO = "loo", "ratio"            # split.mode: the evaluation protocols
+PROTOCOLS = (LOO, RATIO)
 
 USER_MEAN, TARGET_PAIRS, LIST, NONE = "user_mean", "target_pairs", "list", "none"
 
@@ -64,6 +75,12 @@ class Evaluation:
     top_items: np.ndarray | None = None
     item_popularity: np.ndarray | None = None  # (I,) int64
     long_tail: np.ndarray | None = None        # (I,) bool
+    # Ratio split (TEST_SET_RANKS): K of Recall/NDCG on the held-out set, and per held-out
+    # (user, item) row its user and 0-based pessimistic rank, capped at test_k (ranks ≥ test_k
+    # read test_k: outside the top test_k).
+    test_k: int = 20
+    test_set_users: np.ndarray | None = None   # (N,) int64
+    test_set_ranks: np.ndarray | None = None   # (N,) int64
 
     @property
     def has_test(self) -> np.ndarray:
@@ -100,8 +117,11 @@ class Metric:
     metrics with an interval also :meth:`outcome_values` (or :meth:`outcomes`) and
     :meth:`resampled` — the kinds below provide them."""
 
-    name: str = ""                 # the runs.csv column stem ("hr" → "hr@{k}" when at_k)
+    name: str = ""                 # the registry name and runs.csv column stem ("hr" → "hr@{k}")
+    stem: str = ""                 # the column stem when it differs from the name
     at_k: bool = True
+    k_option: str = "k"            # whose K: "k" (evaluation.k) or "test_k" (evaluation.test_k)
+    protocols: tuple[str, ...] = (LOO,)   # the split.mode values it is computed under
     label: str = ""                # how tables name it, "{k}" filled in: "HR@{k}"
     needs: tuple[str, ...] = ()    # inputs of :class:`Evaluation` it reads (see INPUTS)
     higher_is_better: bool = True  # from the system's side: a lower target HR is better
@@ -118,11 +138,24 @@ class Metric:
     debias: bool = False
     value_range: tuple[float, float] | None = None   # where a bias-corrected interval is clipped
 
-    def column(self, k: int) -> str:
-        return f"{self.name}@{k}" if self.at_k else self.name
+    def column(self, k: int, test_k: int | None = None) -> str:
+        """The runs.csv column: ``stem@K`` with K = ``k`` or, for a metric at
+        ``evaluation.test_k``, ``test_k`` (which it then needs)."""
+        stem = self.stem or self.name
+        return f"{stem}@{self.k_of(k, test_k)}" if self.at_k else stem
 
-    def title(self, k: int) -> str:
-        return self.label.format(k=k)
+    def k_of(self, k: int, test_k: int | None = None) -> int:
+        if self.k_option == "test_k":
+            if test_k is None:
+                raise ValueError(f"metric {self.name} is at evaluation.test_k: pass test_k")
+            return test_k
+        return k
+
+    def title(self, k: int, test_k: int | None = None) -> str:
+        return self.label.format(k=self.k_of(k, test_k))
+
+    def applies_to(self, protocol: str) -> bool:
+        return protocol in self.protocols
 
     @property
     def outcome(self) -> str:
@@ -205,6 +238,7 @@ class TargetPairMetric(Metric):
     interval = TARGET_PAIRS
     needs = (TARGET_RANKS,)
     outcome_key = "target_hit"
+    protocols = PROTOCOLS   # eligible: the users who have not interacted with the target
 
     @staticmethod
     def hits(ev: Evaluation) -> np.ndarray:
@@ -235,6 +269,7 @@ class ListMetric(Metric):
     interval = LIST
     needs = (TOP_ITEMS,)
     outcome_key = "top_items"
+    protocols = PROTOCOLS
 
     def statistic(self, lists: np.ndarray, n_items: int, user_w: np.ndarray) -> np.ndarray:
         raise NotImplementedError

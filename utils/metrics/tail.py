@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .base import LONG_TAIL, TEST_RANKS, TOP_ITEMS, ListMetric, UserMeanMetric
+from .base import LONG_TAIL, PROTOCOLS, TEST_RANKS, TOP_ITEMS, ListMetric, UserMeanMetric
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ def _listed(ev) -> tuple[np.ndarray, np.ndarray]:
 
 class TailShare(UserMeanMetric):
     name = "tail_share"
+    protocols = PROTOCOLS
     label = "tail share@{k}"
     needs = (TOP_ITEMS, LONG_TAIL)
 

@@ -2,11 +2,12 @@
 and their mean predicted rating (original scale)."""
 from __future__ import annotations
 
-from .base import TARGET_RANKS, TARGET_SCORES, Metric
+from .base import PROTOCOLS, TARGET_RANKS, TARGET_SCORES, Metric
 
 
 class AvgTargetRank(Metric):
     name = "avg_target_rank"
+    protocols = PROTOCOLS
     at_k = False
     label = "mean target rank"
     needs = (TARGET_RANKS,)
@@ -18,6 +19,7 @@ class AvgTargetRank(Metric):
 
 class TargetScore(Metric):
     name = "target_score"
+    protocols = PROTOCOLS
     at_k = False
     label = "target predicted rating"
     needs = (TARGET_SCORES,)
