@@ -37,6 +37,17 @@ def test_wrong_type():
     assert "expected bool" in error_of({"progress": "yes"})
 
 
+def test_an_exponent_without_a_dot_is_a_float():
+    # PyYAML (YAML 1.1) reads 1e-4 as a string; model.reg=1e-4 must still mean 0.0001.
+    cfg = load_config(None, ["model.reg=1e-4", "model.lr=5E-3", "attack.size=3e-2"])
+    assert (cfg.model.reg, cfg.model.lr, cfg.attack.size) == (1e-4, 5e-3, 0.03)
+    assert config_from_dict({"model": {"reg": "2e-5"}}).model.reg == 2e-5
+    from defenses import DEFENSES
+    from utils.config import options_from
+    assert options_from(DEFENSES["at"].Options, {"eps": "1e-2"}, "defense.options.at").eps == 0.01
+    assert "expected float" in error_of({"model": {"reg": "1e-4x"}})
+
+
 def test_unknown_names_list_the_valid_ones():
     msg = error_of({"attack": {"name": ["random", "aushh"]}})
     assert "attack.name" in msg and "valid:" in msg and "random" in msg
