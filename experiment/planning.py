@@ -20,6 +20,7 @@ from pathlib import Path
 
 from attacks import ATTACKS
 from defenses import DEFENSES
+from models import MODELS
 from data.sources import sha256_of
 from utils.config import (FILE_DATASET_KEYS, ExperimentConfig, ModelConfig, as_list,
                           for_dataset, option_sweeps, to_dict)
@@ -131,7 +132,23 @@ def cell_coordinates(cell: Cell) -> dict:
 
 
 def model_config(cfg: ExperimentConfig, name: str) -> ModelConfig:
-    return dataclasses.replace(cfg.model, name=name)
+    """The model section as model ``name`` trains with it: each key the section leaves at the
+    package default takes the model's own default — ``model.defaults.<name>`` (which the config
+    check fills with the model's ``paper_defaults``), else the class's ``paper_defaults`` — and
+    any key set to another value wins. MF and NCF have no defaults of their own, so their
+    resolved section (and their cells' keys) is the section itself."""
+    base, package = cfg.model, ModelConfig()
+    cls = MODELS.get(name)
+    own = {**(cls.paper_defaults if cls is not None else {}), **base.defaults.get(name, {})}
+    values = {key: value for key, value in own.items()
+              if getattr(base, key) == getattr(package, key)}
+    return dataclasses.replace(base, name=name, defaults={}, **values)
+
+
+def model_key(model: ModelConfig) -> dict:
+    """A resolved model section as cell keys hash it: ``defaults`` (resolved, hence empty) is
+    left out, so the keys of cells planned before it existed stay."""
+    return {k: v for k, v in asdict(model).items() if k != "defaults"}
 
 
 def component_options(cfg: ExperimentConfig, kind: str, name: str, params: tuple):
@@ -184,7 +201,7 @@ def cell_key(cfg: ExperimentConfig, cell: Cell) -> str:
     if not (cell.target_kind == "list" and targets.get("id_space") == "raw"):
         targets.pop("id_space", None)   # the old meaning: list cells held 0-based indices
     return content_key(cell_coordinates(cell), cfg.seed, dataset, split_cfg, targets,
-                       asdict(model_config(cfg, cell.model)), evaluation,
+                       model_key(model_config(cfg, cell.model)), evaluation,
                        c["attack"]["filler_size"], attack, defense, sources)
 
 
