@@ -140,12 +140,14 @@ def _check_feedback(cfg: ExperimentConfig, dataset: str) -> None:
         for options in component_option_sets(cfg, "attack", attack):
             used += [(at, comp.name, [DEFENSES[comp.name].parse_options(None)])
                      for at, comp in attack_components(attack, options) if comp.kind == "defense"]
+    losses = {}
     for model in as_list(cfg.model.name):
         try:   # the model's declared feedback kinds and losses
-            loss = MODELS[model].resolve_loss(cfg.model.loss, feedback)
+            losses[model] = MODELS[model].resolve_loss(cfg.model.loss, feedback)
         except ValueError as exc:
             raise ConfigError(f"model.name: {model}: {exc}") from None
-        for where, name, option_sets in used:
+    for model in losses:   # first the feedback each defense needs, then what it trains
+        for where, name, _ in used:
             cls = DEFENSES[name]
             kinds = cls.feedbacks
             if feedback not in kinds and kinds[0] in MODELS[model].feedback_kinds:
@@ -159,8 +161,10 @@ def _check_feedback(cfg: ExperimentConfig, dataset: str) -> None:
                                   f"on {' or '.join(MODELS[model].feedback_kinds)} feedback "
                                   f"only){why}; it trains on {' or '.join(kinds)} feedback "
                                   f"(victims: {_victims(kinds)})")
+    for model, loss in losses.items():
+        for where, name, option_sets in used:
             for options in option_sets:
-                reason = cls.cannot_train(options, MODELS[model], loss, feedback)
+                reason = DEFENSES[name].cannot_train(options, MODELS[model], loss, feedback)
                 if reason:
                     raise ConfigError(f"{where}: defense '{name}' cannot train {model} with "
                                       f"loss {loss} on {feedback} feedback: {reason}")
