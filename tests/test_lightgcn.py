@@ -502,7 +502,7 @@ def test_capped_ranks_equal_exact_ranks_below_k():
 
 def test_readme_model_example_trains(monkeypatch):
     """The "A new victim model" example (docs/victim-models.md, linked from the README's
-    Extending), run as written: registered by one line, it trains with squared error and with
+    victims table), run as written: registered by one line, it trains with squared error and with
     BPR, and gets no compiled MF fast path."""
     import re
     from tests.conftest import REPO
