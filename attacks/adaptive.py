@@ -57,6 +57,7 @@ from utils.metrics import Evaluator
 from utils.seeding import derive_seed
 
 from .base import Attack, Component, item_stats
+from .surrogate import surrogate_choices, surrogate_config
 from .threat import ThreatContext
 
 FILLER_RATINGS = ("copy", "mean")
@@ -76,6 +77,10 @@ class AdaptiveOptions:
     filler_ratings: str = "copy"   # a replaced filler's rating: "copy" the real one, or "mean"
     k: int = field(default=50, metadata=bounds(1))           # the surrogate score's HR@k
     val_fraction: float = field(default=0.1, metadata=bounds(0, 1, lo_open=True, hi_open=True))
+    # The model the defense trains on the attacker's copy (attacks/surrogate.py
+    # surrogate_config): auto = the victim's (MF, NCF; MF for a graph victim), victim = the
+    # victim's class whatever it is (LightGCN), or a model name.
+    surrogate: str = "auto"
 
 
 @dataclass
@@ -100,6 +105,9 @@ class AdaptiveAttack(Attack):
         if opts.filler_ratings not in FILLER_RATINGS:
             raise ConfigError(f"{where}.filler_ratings: '{opts.filler_ratings}' is unknown; use "
                               f"one of {', '.join(FILLER_RATINGS)}")
+        if opts.surrogate not in surrogate_choices():
+            raise ConfigError(f"{where}.surrogate: '{opts.surrogate}' is unknown; use one of "
+                              f"{', '.join(surrogate_choices())}")
         return opts
 
     @classmethod
@@ -168,7 +176,8 @@ class _Surrogate:
     def __init__(self, ctx: ThreatContext, opt: AdaptiveOptions, tag: str) -> None:
         self.ctx, self.opt, self.tag = ctx, opt, tag
         self.defense_cls = ctx.component("defense", opt.against, tag)
-        self.model_cfg = ctx.model_cfg if ctx.model_cfg is not None else ModelConfig()
+        self.model_cfg = surrogate_config(
+            ctx.model_cfg if ctx.model_cfg is not None else ModelConfig(), opt.surrogate)
         self.visible = np.unique(np.asarray(ctx.visible_users, dtype=np.int64))
         view = ctx.view
         local = np.searchsorted(self.visible, view.users)

@@ -96,6 +96,7 @@ from utils.config import ConfigError, bounds
 from utils.seeding import derive_seed
 
 from .base import Attack, Component, item_stats, popular_items
+from .surrogate import surrogate_choices, surrogate_config
 from .threat import AttackError, ThreatContext, profiles_from, sample_fillers
 
 
@@ -115,6 +116,9 @@ class CoAttackOptions:
     read: str = "last"           # profiles from the last epoch | the defense's selected (best)
     val_fraction: float = field(default=0.1, metadata=bounds(0, 1, lo_open=True, hi_open=True))
     user_batch: int = field(default=1024, metadata=bounds(1))  # users per score batch
+    # The co-trained model's class (attacks/surrogate.py surrogate_config): auto = the victim's
+    # (MF, NCF; MF for a graph victim), victim = the victim's whatever it is (LightGCN), or a name.
+    surrogate: str = "auto"
 
 
 @dataclass
@@ -134,7 +138,7 @@ def hook_defenses(defenses) -> list[str]:
 
 
 def check_options(opts, where: str) -> None:
-    for key, valid in _CHOICES.items():
+    for key, valid in {**_CHOICES, "surrogate": surrogate_choices()}.items():
         value = getattr(opts, key)
         if value not in valid:
             raise ConfigError(f"{where}.{key}: '{value}' is unknown; use "
@@ -271,7 +275,7 @@ class GCoAttack(Attack):
         rated[torch.as_tensor(view.users, device=device),
               torch.as_tensor(view.items, device=device)] = True
         loss = AttackLoss(rated, ctx.targets, opt.k, opt.kappa, opt.user_batch)
-        model_cfg = ctx.model_cfg
+        model_cfg = surrogate_config(ctx.model_cfg, opt.surrogate)
         if opt.epochs:
             model_cfg = dataclasses.replace(model_cfg, epochs=opt.epochs)
         epochs = model_cfg.epochs

@@ -5,7 +5,8 @@ Poisoning Attacks to Deep Learning Based Recommender Systems", NDSS 2021; author
 Fake users are made one at a time (``users_per_model`` = s at a time, an option). For each:
 
 1. the fake user(s) join the attacker's data with the targets only, and a fresh *poison model*
-   (the surrogate: the victim's family by default, NCF or MF, either feedback mode) is trained for
+   (the surrogate: the victim's family by default, NCF or MF, either feedback mode; MF for a
+   LightGCN victim, ``surrogate: victim`` trains a LightGCN) is trained for
    ``epochs`` epochs, keeping the best epoch on the attacker's own held-out data (validation
    HR@10 in implicit mode, MSE in explicit mode);
 2. ``rounds`` rounds of: steps on the hit-ratio surrogate λ·η·Σ_u g(u) with
@@ -52,7 +53,6 @@ Deviations, and why:
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +66,7 @@ from utils.config import ConfigError, bounds
 from utils.seeding import torch_generator
 
 from .base import Attack
+from .surrogate import surrogate_choices, surrogate_config
 from .threat import AttackError, ThreatContext, profiles_from
 
 MIN_PROB = 1e-6  # floor of explicit-mode scores inside the log (MF scores are unbounded)
@@ -84,7 +85,9 @@ class NeuralOptions:
     users_per_model: int = field(default=1, metadata=bounds(1))    # s
     max_poison_models: int | None = field(default=None, metadata=bounds(1))  # caps m / s
     attack_batch_users: int = field(default=32, metadata=bounds(1))
-    surrogate: str | None = None                                   # ncf | mf; None: victim's
+    # The poison model (attacks/surrogate.py surrogate_config): None/auto = the victim's class
+    # (MF or NCF; MF for a graph victim), victim = the victim's class whatever it is, or a model.
+    surrogate: str | None = None
     val_fraction: float = field(default=0.1, metadata=bounds(0, 1, hi_open=True))
     filler_score: str = "score"   # score: ŷ_v (the authors'); lift: ŷ_v / typical user's ŷ
 
@@ -92,9 +95,9 @@ class NeuralOptions:
         if self.filler_score not in ("score", "lift"):
             raise ConfigError(f"filler_score: unknown rule '{self.filler_score}'; use score "
                               "(the authors' ŷ_v) or lift")
-        if self.surrogate is not None and self.surrogate not in ("ncf", "mf"):
-            raise ConfigError(f"surrogate: unknown model '{self.surrogate}'; use ncf, mf or "
-                              "null (the victim's family)")
+        if self.surrogate is not None and self.surrogate not in surrogate_choices():
+            raise ConfigError(f"surrogate: unknown model '{self.surrogate}'; use "
+                              f"{', '.join(surrogate_choices())} or null (auto)")
 
 
 def hit_ratio_hinge(log_scores: torch.Tensor, rated: torch.Tensor, targets: torch.Tensor,
@@ -134,8 +137,7 @@ class _NeuralRun:
         self.n_fill = min(opts.n_fillers or ctx.filler_size, self.n_items - len(self.targets))
         if self.n_fill < 1:
             raise AttackError("attack neural: no room for fillers; lower targets.count")
-        name = opts.surrogate or ctx.model_cfg.name
-        self.model_cfg = dataclasses.replace(ctx.model_cfg, name=name)
+        self.model_cfg = surrogate_config(ctx.model_cfg, opts.surrogate)
         # Compact ids: visible users 0..n_visible-1, fake user j at n_visible + j.
         self.n_visible = len(ctx.visible_users)
         local = np.full(ctx.n_users, -1, dtype=np.int64)

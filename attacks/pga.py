@@ -22,8 +22,8 @@ and accurate around the trained surrogate (at λ = 1, cosine ≈ 0.96 between th
 fake-user factors on ML-100K). The surrogate is retrained from the same seeded initialization
 for the same number of epochs (chosen once on held-out view ratings, see
 ``attacks.surrogate``) at every iteration, so the iterates' surrogate HRs compare like for like.
-The surrogate is always an MF (the victim family by default) because the closed form needs a
-factorization. The initial ratings follow the Average attack (``init: random`` draws
+The surrogate is always an MF because the closed form needs a factorization: against a
+LightGCN victim the MF surrogate's profiles transfer (``surrogate`` accepts only ``mf``). The initial ratings follow the Average attack (``init: random`` draws
 from the global distribution instead). Implicit feedback: fake ratings have no value to
 optimize, so the fillers are the uniform set rated 1 (an unoptimized profile).
 """
@@ -36,7 +36,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .base import Attack, global_stats, item_stats
-from .surrogate import MFSurrogate, ridge_target_factors, ridge_user_factors
+from .surrogate import (MFSurrogate, closed_form_surrogate, ridge_target_factors,
+                        ridge_user_factors)
 from .threat import AttackError, profiles_from, sample_fillers
 
 
@@ -49,11 +50,16 @@ class PGAOptions:
     kappa: float = 0.1           # hinge floor: a target already kappa above s_u[k] stops pulling
     surrogate_epochs: int = 0    # surrogate epochs; 0 = best epoch on held-out view ratings
     init: str = "average"        # initial filler ratings: average | random
+    surrogate: str = "mf"        # only mf: the closed form needs MF (surrogate.closed_form_surrogate)
 
 
 class PGAAttack(Attack):
     name = "pga"
     Options = PGAOptions
+
+    @classmethod
+    def parse_options(cls, data, where: str = "options"):
+        return closed_form_surrogate("pga", super().parse_options(data, where), where)
 
     def generate(self, ctx):
         opt = self.options

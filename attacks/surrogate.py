@@ -26,12 +26,58 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+import dataclasses
+
 from data.ratings import Interactions
+from models import MODELS
 from models.mf import MF
 from models.trainer import Trainer
 from utils.seeding import torch_generator
 
 from .threat import ThreatContext
+
+
+def surrogate_choices() -> tuple[str, ...]:
+    """The values of an attack's ``surrogate`` option: ``auto``, ``victim`` or a model name."""
+    return ("auto", "victim", *MODELS)
+
+
+def surrogate_config(model_cfg, choice: str | None):
+    """The model section a model-training attack's surrogate trains with.
+
+    ``auto`` (or None): the victim's own class when it is a pointwise model (MF, NCF: the
+    attack's behaviour before graph victims existed), else MF — a graph victim (LightGCN) is
+    attacked through an MF surrogate, and the profiles transfer. ``victim``: the victim's class,
+    whatever it is (LightGCN for a LightGCN victim). A model name: that class. The victim's
+    hyper-parameters (dim, lr, reg, epochs …) are kept, and its loss where the surrogate's
+    class has it (else the class's default: an MF surrogate of LightGCN trains with BCE on
+    implicit feedback)."""
+    choice = choice or "auto"
+    name = model_cfg.name
+    if choice == "victim":
+        return model_cfg
+    if choice == "auto":
+        cls = MODELS.get(name)
+        if cls is None or not cls.needs_graph:
+            return model_cfg
+        choice = "mf"
+    if choice == name:
+        return model_cfg
+    loss = model_cfg.loss if model_cfg.loss in MODELS[choice].losses else "auto"
+    return dataclasses.replace(model_cfg, name=choice, loss=loss)
+
+
+def closed_form_surrogate(attack: str, opts, where: str):
+    """PGA and TNA: ``surrogate`` must be ``mf`` — their gradients go through MF's closed-form
+    ridge (one ALS step) solutions of the fake users' and targets' factors, and a graph model's
+    scores have no such form (a fake user moves every node within K hops)."""
+    from utils.config import ConfigError
+    if opts.surrogate != "mf":
+        raise ConfigError(f"{where}.surrogate: '{opts.surrogate}' is not possible: {attack} "
+                          "differentiates through MF's closed-form ridge solutions of the fake "
+                          "users' and targets' factors, which a graph model (LightGCN) has no "
+                          "counterpart of; use mf (its profiles transfer to any victim)")
+    return opts
 
 
 class MFSurrogate:

@@ -34,7 +34,8 @@ scale hyper-parameter). With more than 30 fake users (ML-1M: 181) the surrogate 
 after every ``retrain_every`` of them (auto: at most 30 retrains) and the fake users in between
 enter the targets' ridge solutions through their closed-form factors, which keeps the attack's
 cost bounded; on ML-100K and FilmTrust it retrains after every fake user. The surrogate is an
-MF because the closed form needs a factorization. Implicit feedback: the fillers are chosen by
+MF because the closed form needs a factorization (against a LightGCN victim its profiles
+transfer; ``surrogate`` accepts only ``mf``). Implicit feedback: the fillers are chosen by
 the same relaxation and rated 1 (no value refinement).
 """
 from __future__ import annotations
@@ -48,7 +49,8 @@ from tqdm.auto import tqdm
 from data.ratings import Interactions
 
 from .base import Attack
-from .surrogate import MFSurrogate, ridge_target_factors, ridge_user_factors
+from .surrogate import (MFSurrogate, closed_form_surrogate, ridge_target_factors,
+                        ridge_user_factors)
 from .threat import AttackError, profiles_from
 
 
@@ -67,11 +69,16 @@ class TNAOptions:
     surrogate_epochs: int = 0    # surrogate epochs; 0 = best epoch on held-out view ratings
     retrain_every: int = 0       # retrain after this many fake users (folding the others in by
                                  # their closed-form factors); 0 = auto, at most 30 retrains
+    surrogate: str = "mf"        # only mf: the closed form needs MF (surrogate.closed_form_surrogate)
 
 
 class TNAAttack(Attack):
     name = "tna"
     Options = TNAOptions
+
+    @classmethod
+    def parse_options(cls, data, where: str = "options"):
+        return closed_form_surrogate("tna", super().parse_options(data, where), where)
 
     def generate(self, ctx):
         opt = self.options

@@ -25,7 +25,7 @@ import torch
 
 from data.ratings import TrainingData
 from models import build_model
-from models.trainer import Trainer
+from models.trainer import Trainer, has_pairwise_step
 from utils.config import options_from
 from utils.seeding import torch_generator
 
@@ -58,6 +58,8 @@ class Defense:
     #: The ``dataset.feedback`` kinds the defense can train on; the config check
     #: (``experiment/validation.py``) rejects any other before any work starts.
     feedbacks: tuple[str, ...] = ("explicit", "implicit")
+    #: Why it needs those feedback kinds (a clause of the config error; "" for any).
+    feedback_reason: str = ""
     epoch_hook: Callable | None = None
 
     def __init__(self, options, model_cfg, device: torch.device | str = "cpu", seed: int = 0,
@@ -71,6 +73,18 @@ class Defense:
     @classmethod
     def parse_options(cls, data, where: str = "options"):
         return options_from(cls.Options, data, where, cls.choices)
+
+    @classmethod
+    def cannot_train(cls, options, model: type, loss: str, feedback: str) -> str | None:
+        """Why this defense, with ``options``, cannot train a victim of class ``model`` (a
+        ``Recommender``: what it declares, never its type) with ``loss`` on ``feedback``
+        feedback — one clause naming the reason and what it does train — or None when it can.
+        The config check (``experiment/validation.py``) runs it for every defense and model of
+        the grid before any work; the feedback kinds (:attr:`feedbacks`) are checked there."""
+        if loss == "bpr" and not has_pairwise_step(cls.trainer_class):
+            return ("it has no BPR training step yet; it trains mf and ncf with model.loss mse "
+                    "(explicit) or bce (implicit)")
+        return None
 
     def new_model(self, data: TrainingData, tag: object = 0):
         gen = torch_generator(self.seed, "init", tag)

@@ -92,6 +92,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from models.base import declares_class
 from models.mf_kernel import EPS_CONSTANT, EPS_USER_NORM
 from models.selection import BestEpochSelector
 from models.optimizers import make_optimizer
@@ -219,6 +220,25 @@ class SHARE(AdversarialDefense):
             raise ConfigError(f"{where}.eliminate_amount: 'significant' needs the group signal "
                               "(group_weight > 0); set group_weight or eliminate_amount: fraction")
         return opts
+
+    @classmethod
+    def cannot_train(cls, options, model, loss, feedback):
+        """Parts (a) and (d) live in explicit MF's hand-derived epoch (the row values read MF's
+        closed-form per-sample gradients; distrusted rows stop moving only the item table);
+        parts (b) and (c) are pointwise steps with no BPR form. So: explicit MF with (a) or
+        (d) on (``share``, ``share_prior``, every valuation variant); MF and NCF with mse or
+        bce without them (``share_no_elim``); no BPR victim (MF-BPR, LightGCN)."""
+        parts = [part for part, on in (("(a) row elimination", options.eliminate),
+                                       ("(d) item prior", options.item_prior > 0)) if on]
+        if parts and not (declares_class(model, "compiled_fast_path") and feedback == "explicit"):
+            return (f"its part {' and '.join(parts)} runs inside explicit MF's hand-derived "
+                    "epoch (row values from MF's closed-form per-sample gradients); it trains "
+                    "mf on explicit feedback (share_no_elim also mf and ncf with loss bce)")
+        if loss == "bpr":
+            return ("its adversarial step (b) and reward (c) are pointwise (a per-rating loss) "
+                    "with no BPR form; it trains mf and ncf with model.loss mse (explicit) or "
+                    "bce (implicit)")
+        return super().cannot_train(options, model, loss, feedback)
 
     def mf_row_eps(self, trainer, users, user_sq_norms, err) -> torch.Tensor:
         """Hand-derived path (explicit MF): ε per batch row from the user rows' norms."""

@@ -131,7 +131,12 @@ class TripleCooperativeDefense(Defense):
     name = "tcd"
     Options = TCDOptions
     accepts_epoch_hook = True  # called for h0, h1, h2 after each one's epoch (gcoattack)
-    feedbacks = ("explicit",)  # pseudo-labels are projected ratings: implicit has none to project
+    feedbacks = ("explicit",)
+    # Implicit feedback has no rating to project: every observed cell is 1, so Π of two
+    # partners' scores is no label of the data's kind; a top-K-agreement variant (pseudo-
+    # positives both partners rank in their top K) would be a new defense, not the paper's.
+    feedback_reason = ("its pseudo-labels are ratings projected onto the rating grid, which "
+                       "implicit feedback does not have")
 
     @classmethod
     def parse_options(cls, data, where: str = "options"):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from attacks import ATTACKS
 from defenses import DEFENSES
+from models import MODELS
 from data.sources import sha256_of
 from utils.config import (FILE_DATASET_KEYS, ExperimentConfig, ModelConfig, as_list,
                           for_dataset, option_sweeps, to_dict)
@@ -131,17 +132,29 @@ def cell_coordinates(cell: Cell) -> dict:
 
 
 def model_config(cfg: ExperimentConfig, name: str) -> ModelConfig:
-    """The victim's config; under ``split.mode: ratio`` every model it trains keeps the epoch of
-    highest validation Recall@``evaluation.test_k`` (unless ``model.select_recall_k`` says)."""
-    mcfg = dataclasses.replace(cfg.model, name=name)
+    """The model section as model ``name`` trains with it: each key the section leaves at the
+    package default takes the model's own default — ``model.defaults.<name>`` (which the config
+    check fills with the model's ``paper_defaults``), else the class's ``paper_defaults`` — and
+    any key set to another value wins. MF and NCF have no defaults of their own, so their
+    resolved section (and their cells' keys) is the section itself. Under ``split.mode: ratio``
+    every model keeps the epoch of highest validation Recall@``evaluation.test_k`` (unless
+    ``model.select_recall_k`` says)."""
+    base, package = cfg.model, ModelConfig()
+    cls = MODELS.get(name)
+    own = {**(cls.paper_defaults if cls is not None else {}), **base.defaults.get(name, {})}
+    values = {key: value for key, value in own.items()
+              if getattr(base, key) == getattr(package, key)}
+    mcfg = dataclasses.replace(base, name=name, defaults={}, **values)
     if cfg.split.mode == "ratio" and mcfg.select_recall_k is None:
         mcfg = dataclasses.replace(mcfg, select_recall_k=cfg.evaluation.test_k)
     return mcfg
 
 
 def model_key(mcfg: ModelConfig) -> dict:
-    """A model config as keyed: ``select_recall_k`` only when set (earlier cells keep keys)."""
-    out = asdict(mcfg)
+    """A resolved model section as cell keys hash it: ``defaults`` (resolved, hence empty)
+    always and ``select_recall_k`` when unset are left out, so the keys of cells planned
+    before they existed stay."""
+    out = {k: v for k, v in asdict(mcfg).items() if k != "defaults"}
     if out.get("select_recall_k") is None:
         out.pop("select_recall_k", None)
     return out

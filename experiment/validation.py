@@ -18,7 +18,6 @@ from attacks.poison_file import FORMATS as POISON_FORMATS
 from data import DATASETS
 from defenses import DEFENSES
 from models import MODELS
-from models.trainer import has_pairwise_step
 from utils.config import (ConfigError, ExperimentConfig, as_list, build_config, check_name,
                           for_dataset, option_sweeps, read_config)
 
@@ -40,7 +39,9 @@ def config_from_dict(tree: dict) -> ExperimentConfig:
 
 
 def check_components(cfg: ExperimentConfig) -> None:
-    """Check component names, options and capabilities against the registries."""
+    """Check component names, options and capabilities against the registries; fill in each
+    model's paper defaults (``model.defaults``) so the stored config records them."""
+    fill_model_defaults(cfg)
     _check_names_and_options(cfg)
     for name, layer in cfg.by_dataset.items():
         # Any known dataset: a preset's layer for a dataset left out of this run is unused.
@@ -53,6 +54,17 @@ def check_components(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"by_dataset.{name}: {exc}") from None
     for dataset in as_list(cfg.dataset.name):
         _check_feedback(for_dataset(cfg, dataset), dataset)
+
+
+def fill_model_defaults(cfg: ExperimentConfig) -> None:
+    """``model.defaults``: the names checked against ``MODELS``, and every registered model's
+    ``paper_defaults`` filled in under the keys the user left out (all models, not only the
+    grid's, so a folder's setting does not depend on its grid)."""
+    for name in cfg.model.defaults:
+        check_name(str(name), sorted(MODELS), "model.defaults")
+    for name, cls in MODELS.items():
+        if cls.paper_defaults:
+            cfg.model.defaults[name] = {**cls.paper_defaults, **cfg.model.defaults.get(name, {})}
 
 
 def _check_names_and_options(cfg: ExperimentConfig) -> None:
@@ -116,30 +128,49 @@ def _check_attack_components(name: str, options, where: str) -> None:
 
 
 def _check_feedback(cfg: ExperimentConfig, dataset: str) -> None:
-    """Every defense the dataset's cells train — in the grid or run by an attack — must train
-    on the dataset's feedback (TCD's pseudo-labels need explicit ratings)."""
+    """Every defense the dataset's cells train — in the grid or run by an attack — must be able
+    to train each of the grid's models on the dataset's feedback with the model's loss
+    (:attr:`defenses.base.Defense.feedbacks`, :meth:`defenses.base.Defense.cannot_train`: TCD's
+    pseudo-labels need explicit ratings, SHARE's elimination needs explicit MF, a BPR victim
+    needs a pairwise step)."""
     feedback = cfg.dataset.feedback
-    used = [("defense.name", name) for name in as_list(cfg.defense.name)]
+    used = [("defense.name", name, component_option_sets(cfg, "defense", name))
+            for name in as_list(cfg.defense.name)]
     for attack in as_list(cfg.attack.name):
         for options in component_option_sets(cfg, "attack", attack):
-            used += [(at, comp.name) for at, comp in attack_components(attack, options)
-                     if comp.kind == "defense"]
+            used += [(at, comp.name, [DEFENSES[comp.name].parse_options(None)])
+                     for at, comp in attack_components(attack, options) if comp.kind == "defense"]
+    losses = {}
     for model in as_list(cfg.model.name):
         try:   # the model's declared feedback kinds and losses
-            loss = MODELS[model].resolve_loss(cfg.model.loss, feedback)
+            losses[model] = MODELS[model].resolve_loss(cfg.model.loss, feedback)
         except ValueError as exc:
             raise ConfigError(f"model.name: {model}: {exc}") from None
-        if loss != "bpr":
-            continue
-        for where, name in used:
-            if not has_pairwise_step(DEFENSES[name].trainer_class):
-                raise ConfigError(f"{where}: {name} has no BPR training step yet, so it cannot "
-                                  f"train {model} with loss bpr; it trains mf and ncf with "
-                                  "model.loss mse (explicit) or bce (implicit)")
-    for where, name in used:
-        kinds = DEFENSES[name].feedbacks
-        if feedback not in kinds:
-            fix = "remove it" if where == "defense.name" else "name another defense"
-            raise ConfigError(f"{where}: defense '{name}' trains on {' or '.join(kinds)} "
-                              f"feedback only, but dataset {dataset} has dataset.feedback="
-                              f"{feedback}; {fix} or set dataset.feedback={kinds[0]}")
+    for model in losses:   # first the feedback each defense needs, then what it trains
+        for where, name, _ in used:
+            cls = DEFENSES[name]
+            kinds = cls.feedbacks
+            if feedback not in kinds and kinds[0] in MODELS[model].feedback_kinds:
+                fix = "remove it" if where == "defense.name" else "name another defense"
+                raise ConfigError(f"{where}: defense '{name}' trains on {' or '.join(kinds)} "
+                                  f"feedback only, but dataset {dataset} has dataset.feedback="
+                                  f"{feedback}; {fix} or set dataset.feedback={kinds[0]}")
+            if feedback not in kinds:   # the model cannot train on the feedback the defense needs
+                why = f": {cls.feedback_reason}" if cls.feedback_reason else ""
+                raise ConfigError(f"{where}: defense '{name}' cannot train {model} (which trains "
+                                  f"on {' or '.join(MODELS[model].feedback_kinds)} feedback "
+                                  f"only){why}; it trains on {' or '.join(kinds)} feedback "
+                                  f"(victims: {_victims(kinds)})")
+    for model, loss in losses.items():
+        for where, name, option_sets in used:
+            for options in option_sets:
+                reason = DEFENSES[name].cannot_train(options, MODELS[model], loss, feedback)
+                if reason:
+                    raise ConfigError(f"{where}: defense '{name}' cannot train {model} with "
+                                      f"loss {loss} on {feedback} feedback: {reason}")
+
+
+def _victims(feedbacks: tuple[str, ...]) -> str:
+    """The registered models that train on one of ``feedbacks``."""
+    return ", ".join(name for name, cls in MODELS.items()
+                     if set(cls.feedback_kinds) & set(feedbacks))

@@ -19,7 +19,12 @@ def glorot_uniform(rows: int, cols: int, generator: torch.Generator) -> torch.Te
 
 def declares(model, capability: str) -> bool:
     """Whether ``type(model)`` itself (not a base class) declares ``capability`` true."""
-    return bool(vars(type(model)).get(capability, False))
+    return declares_class(type(model), capability)
+
+
+def declares_class(cls: type, capability: str) -> bool:
+    """Whether model class ``cls`` itself (not a base class) declares ``capability`` true."""
+    return bool(vars(cls).get(capability, False))
 
 
 class Recommender(nn.Module):
@@ -29,6 +34,9 @@ class Recommender(nn.Module):
     losses: tuple[str, ...] = ("mse", "bce", "bpr")
     needs_graph: bool = False
     compiled_fast_path: bool = False
+    #: ``model`` keys (dim, lr, reg …) the model takes from its paper when the config leaves
+    #: them at the package default (``experiment.planning.model_config``); {} keeps those.
+    paper_defaults: dict = {}
     loss: str = "mse"
 
     @classmethod

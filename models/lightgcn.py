@@ -11,8 +11,12 @@ of the layer embeddings, E = (E^(0) + … + E^(K)) / (K + 1) (the paper's α_k =
 user–item score is the dot product of the final rows. Training is BPR with one sampled negative
 per positive (``models/bpr.py``) and L2 on the batch's *ego* rows, λ · ½ (‖e_u⁰‖² + ‖e_i⁰‖² +
 ‖e_j⁰‖²) averaged over the batch (the authors' ``tf.nn.l2_loss`` / batch size). Defaults in the
-paper: d = 64, K = 3, Adam lr 1e-3, λ = 1e-4, batch 1024 (``PAPER_DEFAULTS``; the config
-sets them: ``model.profile: lightgcn_paper`` gives optimizer, lr and reg, the preset the rest).
+paper: d = 64, K = 3, Adam lr 1e-3, λ = 1e-4, batch 1024 (``PAPER_DEFAULTS``). ``model:
+lightgcn`` takes d, lr and λ from the paper (``paper_defaults``) wherever the config leaves them
+at the package defaults (128, 1e-3, 0.005), so a grid of MF and LightGCN trains each at its own
+defaults; a value the user sets wins (``model.dim: 32``, or for LightGCN alone
+``model.defaults.lightgcn.dim: 128``). K is ``model.layers`` (default 3, the paper's); the batch
+size stays the package's 2048 unless set (``model.batch_size: 1024`` gives the paper's).
 
 The graph is built from the interactions handed to the model at construction
 (``build_model(..., interactions=train)``): every row with a positive rating, duplicates
@@ -94,6 +98,7 @@ class LightGCN(Recommender):
     losses = ("bpr",)
     needs_graph = True
     compiled_fast_path = False
+    paper_defaults = {"dim": 64, "lr": 1e-3, "reg": 1e-4}
 
     @classmethod
     def default_loss(cls, feedback: str) -> str:

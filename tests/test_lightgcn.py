@@ -260,16 +260,17 @@ def test_adversarial_defenses_train_bpr_victims_and_share_is_refused(tmp_path):
             "defense": {"name": ["none", "at", "rat", "pamacf", "vat", "pca_detect"]}}
     config_from_dict(tree)
     tree["defense"]["name"].append("share")
-    with pytest.raises(ConfigError, match="share has no BPR"):
+    with pytest.raises(ConfigError, match="defense 'share' cannot train lightgcn"):
         config_from_dict(tree)
 
 
 def test_defense_without_a_bpr_step_is_a_config_error(tmp_path):
     tree = {"dataset": {"name": "synthetic", "feedback": "implicit"},
-            "model": {"name": "lightgcn"}, "defense": {"name": ["none", "share"]}}
-    with pytest.raises(ConfigError, match="defense.name: share has no BPR"):
+            "model": {"name": "lightgcn"}, "defense": {"name": ["none", "share_no_elim"]}}
+    with pytest.raises(ConfigError, match="defense 'share_no_elim' cannot train lightgcn with "
+                                          "loss bpr on implicit feedback: its adversarial step"):
         config_from_dict(tree)
-    tree["model"] = {"name": "mf"}   # MF on implicit feedback with bce: SHARE trains it
+    tree["model"] = {"name": "mf"}   # MF on implicit feedback with bce: SHARE's (b, c) train it
     config_from_dict(tree)
 
 
@@ -501,7 +502,7 @@ def test_capped_ranks_equal_exact_ranks_below_k():
 
 def test_readme_model_example_trains(monkeypatch):
     """The "A new victim model" example (docs/victim-models.md, linked from the README's
-    Extending), run as written: registered by one line, it trains with squared error and with
+    victims table), run as written: registered by one line, it trains with squared error and with
     BPR, and gets no compiled MF fast path."""
     import re
     from tests.conftest import REPO

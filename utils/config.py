@@ -156,6 +156,11 @@ class ModelConfig:
     # training items masked) instead of the validation HR@10 of each held-out positive.
     # None: the protocol's rule — split.mode ratio sets evaluation.test_k, loo leaves HR@10.
     select_recall_k: int | None = field(default=None, metadata=bounds(1))
+    # Per model, the values it takes for the keys above that this section leaves at the package
+    # default ({lightgcn: {dim: 64, lr: 0.001, reg: 0.0001}}): a value set here or a key set
+    # above to another value wins. The config check fills in each model's paper defaults
+    # (``Recommender.paper_defaults``), so a stored config records the values used.
+    defaults: dict = field(default_factory=dict)
     # ``model.profile: <name>`` is not a field: it sets optimizer, lr and reg to the named
     # profile's values (MODEL_PROFILES below) while the config is built, so the resolved
     # config records the values; one of the three set to another value beside it is an error.
@@ -369,6 +374,27 @@ def expand_model_profile(data: dict, prefix: str = "model.") -> dict:
     return {**data, **MODEL_PROFILES[name]}
 
 
+def parse_model_defaults(value: Any, prefix: str = "model.") -> dict:
+    """``model.defaults``: a mapping of model names to mappings of this section's keys, each
+    value checked (type and range) like the key itself; model names are checked one floor up."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{prefix}defaults: expected a mapping of model names to keys, e.g. "
+                          "{lightgcn: {dim: 64}}")
+    out = {}
+    for name, keys in value.items():
+        where = f"{prefix}defaults.{name}"
+        if not isinstance(keys, dict):
+            raise ConfigError(f"{where}: expected a mapping of model keys, e.g. {{dim: 64}}")
+        for key in keys:
+            if key in ("name", "defaults", "profile"):
+                raise ConfigError(f"{where}.{key}: not a per-model default; give dim, lr, reg …")
+        built = build(ModelConfig, dict(keys), where)
+        out[str(name)] = {key: getattr(built, key) for key in keys}
+    return out
+
+
 def build(cls: type, data: Any, where: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
     if data is None:
@@ -382,6 +408,8 @@ def build(cls: type, data: Any, where: str = "") -> Any:
     prefix = f"{where}." if where else ""
     if cls is ModelConfig and "profile" in data:
         data = expand_model_profile(data, prefix)
+    if cls is ModelConfig and "defaults" in data:
+        data = {**data, "defaults": parse_model_defaults(data["defaults"], prefix)}
     kwargs = {}
     for key, value in data.items():
         if key not in names:
