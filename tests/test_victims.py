@@ -13,14 +13,12 @@ import main
 from attacks import ATTACKS
 from attacks.surrogate import surrogate_config
 from attacks.threat import ThreatContext
-from data.ratings import Interactions
 from data.split import split_by_ratio
 from defenses import DEFENSES
 from experiment.planning import model_config
 from experiment.validation import config_from_dict
 from utils.config import ConfigError, ModelConfig, dump_yaml
-from utils.topk_metrics import topk_metrics
-from test_lightgcn import community_data, train_lightgcn
+from test_lightgcn import community_data, target_hr_clean_and_attacked
 
 IMPLICIT = {"name": "synthetic", "feedback": "implicit"}
 
@@ -128,16 +126,7 @@ def test_attacks_raise_target_hr_on_lightgcn(community, name):
     attack = ATTACKS[name]
     fake = attack(attack.parse_options(FAST.get(name))).generate(
         lightgcn_context(split, targets, n_fake=24, filler=20))
-    n_fake = int(fake.users.max()) + 1
-    fake = Interactions(fake.users + data.n_users, fake.items, np.ones(len(fake)))
-    seen = Interactions.concat(split.train, split.val)
-    hr = []
-    for train, n_users in ((split.train, data.n_users),
-                           (Interactions.concat(split.train, fake), data.n_users + n_fake)):
-        model, _ = train_lightgcn(train, split.val, n_users, data.n_items, epochs=30)
-        res = topk_metrics(model, seen, split.test, data.n_users, targets=targets, k=10,
-                           target_k=50)
-        hr.append(res.metrics["target_hr@50"])
+    hr = target_hr_clean_and_attacked(data, split, targets, fake)
     assert hr[1] > hr[0] + 0.1, hr
 
 
