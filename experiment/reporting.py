@@ -170,10 +170,10 @@ RATIOS = ("RI = 1 − (HR_def − HR_origin) / (HR_attack − HR_origin) and suc
 DELTA = ("Utility: Δ is the defense's change from the undefended model of the same setting "
          "(Origin on clean data) with its interval; tail = the items outside the head, the "
          "most-rated items making up at most {head:g} % of the catalogue (meta.json \"tail\").")
-DDAGGER = ("‡: the defense's clean-data tail share@K is below {floor:g} % of the undefended "
-           "model's (report.tail_floor; summary.csv tail_suppressed): it has stopped "
-           "recommending the long tail, so its robustness on rarely rated targets is not "
-           "creditable as robustness.")
+DDAGGER = ("‡: the defense's clean-data tail share@K or coverage@K is below {floor:g} % of the "
+           "undefended model's (report.tail_floor; summary.csv tail_suppressed): it has stopped "
+           "recommending the long tail, or all but a few of its items, so its robustness on "
+           "rarely rated targets is not creditable as robustness.")
 UNJUDGED = ("No defense ran on clean data (add none to attack.name), so no robustness ratio can "
             "be checked for tail suppression (‡).")
 NOT_EFFECTIVE = ("ᵃ n.e.: the attack was not effective there — its gain over Origin was below "

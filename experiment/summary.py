@@ -126,31 +126,42 @@ def _add_relative_of_means(summary: pd.DataFrame, k: int) -> None:
 UTILITY = ("hr", "tail_hr", "tail_share", "coverage")
 UTILITY_BY_PROTOCOL = {LOO: UTILITY, RATIO: ("recall", "ndcg_set", "tail_share", "coverage")}
 TAIL_SHARE = "tail_share"
+# The clean-data columns of the tail-suppression rule: a defense below report.tail_floor of the
+# undefended model's on either is marked. Tail share alone misses a defense that fills the
+# lists with the same few tail items for everyone (FilmTrust, share_prior: tail share 232 %,
+# coverage 36 % of the undefended model's; docs/tail-utility.md).
+TAIL_RULE = (TAIL_SHARE, "coverage")
 
 
 def _add_tail_suppression(summary: pd.DataFrame, k: int, floor: float) -> None:
-    """Per row: the defense's clean-data tail_share@K as a share of the undefended model's
-    (same dataset, model and target kind; ``clean_tail_share_ratio``) and the tail-suppression
-    flag ``tail_suppressed`` (that ratio below ``report.tail_floor``; blank where either clean
-    cell is missing). Its robustness ratios carry ‡ in the tables: a defense that stopped
-    recommending the long tail is not robust on rarely rated targets, it hides them."""
-    col = f"{TAIL_SHARE}@{k}_mean"
-    ratios, flags = [], []
-    if col in summary:
-        records = summary.to_dict("records")
+    """Per row: the defense's clean-data tail_share@K and coverage@K as shares of the
+    undefended model's (same dataset, model and target kind; ``clean_tail_share_ratio``,
+    ``clean_coverage_ratio``) and the tail-suppression flag ``tail_suppressed`` (either ratio
+    below ``report.tail_floor``; blank where a clean cell is missing). Its robustness ratios
+    carry ‡ in the tables: a defense that stopped recommending the long tail (or all but a
+    few of its items) is not robust on rarely rated targets, it hides them."""
+    records = summary.to_dict("records")
+    keys = [tuple(r[c] for c in BASE) for r in records]
+    ratios = {}
+    for metric in TAIL_RULE:
+        col = f"{metric}@{k}_mean"
+        if col not in summary:
+            ratios[metric] = [np.nan] * len(records)
+            continue
         clean = {tuple(r[c] for c in BASE) + (r["defense"], r["defense_params"]): r[col]
                  for r in records if r["attack"] == ORIGIN}
-        for r in records:
-            base = tuple(r[c] for c in BASE)
+        ratios[metric] = []
+        for base, r in zip(keys, records):
             mine = clean.get(base + (r["defense"], r["defense_params"]), np.nan)
             undefended = clean.get(base + (UNDEFENDED, ""), np.nan)
-            ratio = (mine / undefended if not (_nan(mine) or _nan(undefended)) and undefended > 0
-                     else np.nan)
-            ratios.append(ratio)
-            flags.append(None if _nan(ratio) else bool(ratio < floor))
-    else:
-        ratios, flags = [np.nan] * len(summary), [None] * len(summary)
-    summary["clean_tail_share_ratio"] = ratios
+            ratios[metric].append(mine / undefended if not (_nan(mine) or _nan(undefended))
+                                  and undefended > 0 else np.nan)
+    flags = []
+    for n in range(len(records)):
+        known = [ratios[m][n] for m in TAIL_RULE if not _nan(ratios[m][n])]
+        flags.append(bool(min(known) < floor) if len(known) == len(TAIL_RULE) else None)
+    for metric in TAIL_RULE:
+        summary[f"clean_{metric}_ratio"] = ratios[metric]
     summary["tail_suppressed"] = pd.Series(flags, dtype=object)
 
 

@@ -96,7 +96,7 @@ class _Index:
         return self.dataset_labels.get(dataset, dataset)
 
     def suppressed(self, base: tuple, defense: str, params: str) -> bool:
-        """Whether the defense's clean tail_share@K is below ``report.tail_floor`` of the
+        """Whether the defense's clean tail_share@K or coverage@K is below ``report.tail_floor`` of the
         undefended model's (summary.csv ``tail_suppressed``, on its clean-data row)."""
         rec = self.get(base, (ORIGIN, 0.0, 0.0, ""), defense, params)
         return rec is not None and rec.get("tail_suppressed") in (True, "True", "true")

@@ -263,7 +263,7 @@ def test_a_defense_that_never_recommends_the_tail_is_marked_and_flagged(tail_run
     assert "‡" in lines["tail_blind"] and "‡" not in lines["AT"]
     assert "‡" not in lines["none (undefended)"]
     assert "| 0.0% |" in lines["tail_blind"]      # its clean tail share / undefended
-    assert "‡: the defense's clean-data tail share@K is below 50 %" in tables
+    assert "‡: the defense's clean-data tail share@K or coverage@K is below 50 %" in tables
     utility = next(v for k, v in sections.items() if k.startswith("Utility"))
     assert "| (no attack) | Origin |" in utility and "| bandwagon | Attack |" in utility
     assert "Δ" in utility
@@ -329,3 +329,27 @@ def test_a_file_dataset_is_labelled_by_its_file_name(tmp_path):
         "dataset:\n  name: file\n  path: /data/my_ratings.csv\nevaluation:\n  tail:\n"
         "    head_share: 0.1\n")
     assert _saved_labels(tmp_path) == ({"file": "my_ratings.csv"}, 0.1)
+
+
+def test_a_defense_that_shows_everyone_the_same_few_tail_items_is_marked():
+    """Tail share alone misses it (FilmTrust, share_prior: tail share 232 %, coverage 36 % of
+    the undefended model's): the rule also marks a clean coverage@K below the floor."""
+    from experiment.summary import _add_tail_suppression
+    from experiment.tables import BASE, ORIGIN, UNDEFENDED
+
+    base = {c: "x" for c in BASE}
+    rows = [dict(base, attack=ORIGIN, defense=d, defense_params="",
+                 **{"tail_share@50_mean": share, "coverage@50_mean": cover})
+            for d, share, cover in ((UNDEFENDED, 0.10, 0.25), ("same_few", 0.23, 0.09),
+                                    ("fine", 0.12, 0.24), ("no_tail", 0.02, 0.24))]
+    rows.append(dict(base, attack="bandwagon", defense="same_few", defense_params="",
+                     **{"tail_share@50_mean": 0.3, "coverage@50_mean": 0.5}))
+    summary = pd.DataFrame(rows)
+    _add_tail_suppression(summary, 50, 0.5)
+    assert summary.tail_suppressed.tolist() == [False, True, False, True, True]
+    assert summary.clean_coverage_ratio[1] == pytest.approx(0.36)
+    assert summary.clean_tail_share_ratio[1] == pytest.approx(2.3)
+    # A missing clean coverage leaves the flag blank, not False.
+    summary = pd.DataFrame(rows).drop(columns="coverage@50_mean")
+    _add_tail_suppression(summary, 50, 0.5)
+    assert summary.tail_suppressed.isna().all()
