@@ -325,17 +325,24 @@ def current_top(model: PoreModel, candidates: np.ndarray, K: int, rows: int | No
 
 def certificate_inputs(model: PoreModel, split, K: int):
     """The real users' counts, candidate items (not rated by the user), test-item reference
-    set and current top-K reference set."""
+    set (the leave-one-out item, or a ratio split's held-out set) and current top-K reference
+    set."""
     n_real, m = split.n_users, split.n_items
     counts = model.counts[:n_real].cpu().numpy()
     seen = split.observed()
     observed = sp.csr_matrix((np.ones(len(seen), bool), (seen.users, seen.items)),
                              shape=(n_real, m), dtype=bool)
     candidates = ~observed.toarray()
-    has_test = split.test_items >= 0
-    test = sp.csr_matrix((np.ones(int(has_test.sum()), bool),
-                          (np.flatnonzero(has_test), split.test_items[has_test])),
-                         shape=(n_real, m), dtype=bool)
+    held_out = getattr(split, "test", None)   # a ratio split's held-out set (split.mode: ratio)
+    if held_out is not None and len(held_out):
+        real = held_out.users < n_real
+        users, items = held_out.users[real], held_out.items[real]
+    else:                                      # leave-one-out: one test item per user
+        users = np.flatnonzero(split.test_items >= 0)
+        items = split.test_items[users]
+    test = sp.csr_matrix((np.ones(len(users), bool), (users, items)), shape=(n_real, m),
+                         dtype=bool)
+    test.sum_duplicates()
     return counts, candidates, test, current_top(model, candidates, K, n_real)
 
 

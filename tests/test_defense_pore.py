@@ -13,7 +13,8 @@ from conftest import make_context
 from data import load_dataset, split_ratings
 from data.ratings import Interactions
 from defenses import DEFENSES, TrainingData
-from defenses.pore import Pore, PoreOptions, certificate_columns, certificate_inputs, current_top
+from defenses.pore import (Pore, PoreModel, PoreOptions, certificate_columns, certificate_inputs,
+                           current_top)
 from utils import certification as cert
 from experiment.validation import config_from_dict
 from experiment.workspace import grid_fake_counts
@@ -204,3 +205,22 @@ def test_certificate_columns_on_a_cell(toy):
     # an attacked cell certifies its own number of fake users
     assert "pore_cert_precision@5_e7" in certificate_columns(model, split, evaluator,
                                                               grid_fake_counts(run_cfg, 200, 7))
+
+
+def test_certificate_reference_set_is_the_ratio_splits_held_out_set():
+    """Under split.mode ratio there is no leave-one-out item (test_items all −1): the
+    certificate's test reference set is each real user's held-out set (PORE's own setting),
+    fake users' rows left out."""
+    from data.ratings import RatingScale
+    from data.split import RatioSplit
+
+    none = np.zeros(0, dtype=np.int64)
+    test = Interactions(np.array([0, 0, 2, 3]), np.array([1, 4, 2, 0]), np.ones(4))
+    train = Interactions(np.array([0, 1, 2]), np.array([0, 3, 1]), np.ones(3))
+    split = RatioSplit(train, Interactions(none, none, np.zeros(0)), np.full(3, -1),
+                       np.zeros(3, np.float32), 3, 5, RatingScale(1.0, 1), "implicit", test=test)
+    model = PoreModel(np.ones((3, 5), np.int32), 10, 2, 1, "all", 0.001, [])
+    _, candidates, reference, _ = certificate_inputs(model, split, 2)
+    assert reference.toarray().astype(int).tolist() == [[0, 1, 0, 0, 1], [0] * 5,
+                                                        [0, 0, 1, 0, 0]]
+    assert not candidates[0, 0] and candidates[0, 1]   # the training item is no candidate
