@@ -254,9 +254,12 @@ def source_fingerprint(*parts: str) -> str:
 # reports are left out, so an edit there keeps finished cells.
 COMMON_SOURCES = ("data", "models", "attacks/threat.py", "utils/metrics", "utils/seeding.py",
                   "experiment/workspace.py")
-# Package folders whose modules can change a cell's numbers (utils and experiment: only the
-# files above).
-_NUMERIC_PACKAGES = ("data", "models", "attacks", "defenses")
+# Package folders whose modules can change a cell's numbers (experiment: only the file above).
+# utils is followed too, as the numeric code imports it (the trainer's ranking helpers in
+# utils/topk_metrics.py, PORE's certificate in utils/certification.py), except the modules that
+# only read configs or write files: a config value that matters is in the key itself.
+_NUMERIC_PACKAGES = ("data", "models", "attacks", "defenses", "utils")
+_BOOKKEEPING_MODULES = ("utils.config", "utils.atomic")
 
 
 # Packages whose __init__ is a registry: importing the registry (``from defenses import
@@ -315,7 +318,7 @@ def _reexports(package: str) -> dict[str, str]:
 
 
 def _module_file(name: str) -> Path | None:
-    if name.split(".")[0] not in _NUMERIC_PACKAGES:
+    if name.split(".")[0] not in _NUMERIC_PACKAGES or name in _BOOKKEEPING_MODULES:
         return None
     base = REPO.joinpath(*name.split("."))
     for path in (base.with_suffix(".py"), base / "__init__.py"):
