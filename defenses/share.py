@@ -104,7 +104,8 @@ from .base import Distrust, TrainingData
 from .mf_adversarial import HandDerivedAdversarialTrainer
 from .pamacf import eps_from_sq_norms, norm_scaled_eps
 # encode_rows, decode_rows and decode_eliminated stay importable from here (runs.csv readers).
-from .share_elimination import Elimination, decode_eliminated, decode_rows, encode_rows  # noqa: F401
+from .share_elimination import (Elimination, decode_eliminated, decode_rows,  # noqa: F401
+                                encode_rows)
 from .share_reward import (RewardComponents, RewardedStrength, ValidationQuality, fairness_gap,
                            perturbed_losses)
 from .share_valuation import active_users

@@ -183,7 +183,8 @@ def test_cell_keys_follow_only_the_cells_own_sources_and_non_default_options(mon
     # certificate); the config reader and the file writer are not.
     assert "utils/topk_metrics.py" in planning.module_sources("models.trainer")
     assert "utils/certification.py" in planning.module_sources("defenses.pore")
-    assert not {"utils/config.py", "utils/atomic.py"} & set(planning.module_sources("defenses.pore"))
+    pore = set(planning.module_sources("defenses.pore"))
+    assert not {"utils/config.py", "utils/atomic.py"} & pore
     before = {d: cell_key(cfg, c) for d, c in cells.items()}
     origin_key = cell_key(cfg, origin)
 
