@@ -152,23 +152,20 @@ class Evaluator:
         self.mask_items = torch.as_tensor(seen.items[order], device=self.device)
         self.mask_ptr = np.concatenate([[0], np.cumsum(np.bincount(seen.users,
                                                                    minlength=self.n_users))])
-        # Eligible (user, target) pairs: the real user has not rated the target at all.
-        rated = np.zeros((self.n_users, len(self.targets)), dtype=bool)
-        col = {int(t): j for j, t in enumerate(self.targets)}
-        hit = np.isin(seen.items, self.targets)
-        if hit.any():
-            cols = np.array([col[int(t)] for t in seen.items[hit]])
-            rated[seen.users[hit], cols] = True
-        test = split.test_items
-        has_test = np.isin(test, self.targets) & (test >= 0)
-        if has_test.any():
-            rated[np.flatnonzero(has_test), [col[int(t)] for t in test[has_test]]] = True
+        # Eligible (user, target) pairs: the real user has not interacted with the target at
+        # all (known, held out as the test item, or in a ratio split's held-out set).
+        users = [seen.users, np.arange(len(split.test_items))]
+        items = [seen.items, split.test_items]
         if test_set is not None and len(test_set):
-            # A ratio split's held-out set: a user who interacted with the target there is not
-            # eligible either (T-HR@K of VAT / PamaCF).
-            hit = np.isin(test_set.items, self.targets) & (test_set.users < self.n_users)
-            if hit.any():
-                rated[test_set.users[hit], [col[int(t)] for t in test_set.items[hit]]] = True
+            users.append(test_set.users)
+            items.append(test_set.items)
+        users, items = np.concatenate(users), np.concatenate(items)
+        col = np.full(max(self.n_items, int(self.targets.max(initial=-1)) + 1), -1)
+        col[self.targets] = np.arange(len(self.targets))
+        j = np.where(items >= 0, col[np.maximum(items, 0)], -1)
+        keep = (j >= 0) & (users < self.n_users)
+        rated = np.zeros((self.n_users, len(self.targets)), dtype=bool)
+        rated[users[keep], j[keep]] = True
         self.eligible = ~rated
         # The held-out set by user, ranked when a metric needs it (ratio split).
         self.test_set = None
