@@ -197,12 +197,12 @@ def test_the_evaluator_hands_top_k_lists_and_popularity_to_metrics_that_need_the
     metrics = [TopItemShare(), MeanListPopularity()]
     res = Evaluator(split, np.array([4, 5]), k=2, batch_users=2, metrics=metrics
                     ).evaluate(model)
-    # Unmasked scores: u0 items 2..5 → 4 (7.0), 3 (6.0); u1 (4 masked) → 3, 2;
-    # u2 (0 masked) → 1 (4.0), 2 (3.0). Item 3 and item 2 take 2 of the 6 slots each.
+    # Unmasked scores: u0 items 2..5 → 4 (7.0), 3 (6.0); u1 (4 masked) → 3, 2;  (listed
+    # in item order) u2 (0 masked) → 1 (4.0), 2 (3.0). Items 3 and 2 take 2 of 6 slots each.
     # Popularity among the real users' training rows ((0,0), (1,4), (2,0); the validation
     # row (0,1) does not count): item 0: 2, item 4: 1, others 0.
     stored = res.outcomes()
-    assert stored["top_items"][:, 0].tolist() == [[4, 3], [3, 2], [1, 2]]
+    assert stored["top_items"][:, 0].tolist() == [[3, 4], [2, 3], [1, 2]]   # item order
     assert stored["n_items"] == 6
     assert res.metrics["top_item_share@2"] == pytest.approx(2 / 6)
     assert res.metrics["list_popularity@2"] == pytest.approx((1 / 2 + 0 + 0) / 3)
@@ -218,12 +218,12 @@ def test_the_evaluator_hands_top_k_lists_and_popularity_to_metrics_that_need_the
         FixedScores(model.scores[:, [0, 1, 2, 3, 5, 4]]))   # items 4 and 5 swap scores
     both = combine_outcomes([res, other], metrics)
     assert both["top_items"].shape == (3, 2, 2) and both["n_items"] == 6
-    assert both["top_items"][0].tolist() == [[4, 3], [5, 3]]
+    assert both["top_items"][0].tolist() == [[3, 4], [3, 5]]
     assert metric_value(both, metrics[0]) == pytest.approx(
         (2 / 6 + other.metrics["top_item_share@2"]) / 2)
     # K above a user's unmasked items: the list ends in -1.
     long = Evaluator(split, np.array([4]), k=6, metrics=metrics).evaluate(model)
-    assert long.outcomes()["top_items"][0, 0].tolist() == [4, 3, 2, 5, -1, -1]
+    assert long.outcomes()["top_items"][0, 0].tolist() == [2, 3, 4, 5, -1, -1]
     with pytest.raises(ValueError, match="metric input 'clicks' is unknown"):
         Evaluator(split, np.array([4]), metrics=[type("Bad", (Metric,), {"needs": ("clicks",)})()])
 

@@ -13,7 +13,7 @@ import torch
 
 from defenses import DEFENSES
 from defenses.none import NoDefense
-from utils.metrics import METRICS, Evaluator, split_head
+from utils.metrics import METRICS, Evaluator, pessimistic_top_k, split_head
 from utils.metrics.base import Evaluation
 from utils.uncertainty import metric_value
 from tests.test_metrics import FixedScores, make_split
@@ -133,7 +133,7 @@ def test_top_k_lists_follow_the_pessimistic_rank_rule_at_ties():
     scores = np.array([[5, 5, 5, 4, 3, 1], [9, 5, 5, 4, 3, 1], [1, 1, 1, 1, 1, 1],
                        [1, 2, 3, 4, 5, 6]], dtype=float)
     split = make_split([(3, 5)], [], [-1, -1, -1, -1], [0, 0, 0, 0], 4, 6)
-    assert lists_of(split, scores, 2) == [[-1, -1], [0, -1], [-1, -1], [4, 3]]
+    assert lists_of(split, scores, 2) == [[-1, -1], [0, -1], [-1, -1], [3, 4]]
     # With K=3 the tie of u1 fits (items 1 and 2 have rank 2 < 3).
     assert sorted(lists_of(split, scores, 3)[1]) == [0, 1, 2]
     # The test item's rank agrees: u1's item 1 is at rank 2 (a miss at K=2, a hit at K=3).
@@ -162,11 +162,30 @@ def test_top_k_lists_match_the_brute_force_rule_on_random_ties():
     lists = ev.evaluate(FixedScores(scores)).outcomes()["top_items"][:, 0]
     expected = reference_lists(scores, masked, k)
     assert [set(row[row >= 0].tolist()) for row in lists] == expected
-    # Listed items come first, best first; -1 only after them.
-    for row, s in zip(lists, scores):
+    # Listed items come first, in item order; -1 only after them.
+    for row in lists:
         shown = row[row >= 0]
-        assert (row[len(shown):] == -1).all() and (np.diff(s[shown]) <= 0).all()
+        assert (row[len(shown):] == -1).all() and (np.diff(shown) > 0).all()
     assert any(len(e) < k for e in expected)   # the case does exercise boundary ties
+
+
+@pytest.mark.parametrize("n_items,k", [(3, 5), (6, 5), (30, 1), (200, 5), (900, 50)])
+def test_top_k_lists_match_the_brute_force_rule_at_every_size(n_items, k):
+    # Heavy ties, masked (−inf) items, a row with fewer unmasked items than K, and a row with
+    # K + 1 equal scores (nothing listed), in float32 and float64.
+    rng = np.random.default_rng(n_items + k)
+    for dtype in (np.float32, np.float64):
+        scores = rng.integers(0, 8, size=(25, n_items)).astype(dtype)
+        scores[:12] += rng.standard_normal((12, n_items)).astype(dtype)
+        masked = rng.random(scores.shape) < 0.2
+        masked[3, : max(n_items - k + 1, 0)] = True
+        scores[4] = 1.0
+        masked[4] = False
+        scores[masked] = -np.inf
+        lists = pessimistic_top_k(scores, k)
+        assert lists.shape == (25, k)
+        assert [set(row[row >= 0].tolist()) for row in lists] == reference_lists(
+            scores, masked, k)
 
 
 def test_the_evaluator_derives_the_tail_from_real_users_training_ratings():

@@ -70,7 +70,7 @@ class Evaluation:
     target_ranks: np.ndarray      # (U, T)
     target_scores: np.ndarray     # (U, T)
     eligible: np.ndarray          # (U, T) bool: the user has not rated the target
-    # (U, K) int64: the items whose pessimistic rank is below K, best first; -1 after them
+    # (U, K) int64: the items whose pessimistic rank is below K, in item order; -1 after them
     # (a tie group that straddles rank K is left out whole, so a list may be shorter than K).
     top_items: np.ndarray | None = None
     item_popularity: np.ndarray | None = None  # (I,) int64
