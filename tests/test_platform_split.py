@@ -155,6 +155,12 @@ def test_worst_case_table_names_the_worst_attack_per_defense():
     mean, top, share, _, _ = by_defense["SHARE"]
     assert top.mean == pytest.approx(0.31) and top.note == "clone"
     assert share.mean == pytest.approx(0.31 / 0.91)
+    # Attacks that tie at the top are not singled out.
+    flat = _runs()
+    flat.loc[flat.defense == "share", "target_hr@50"] = 0.0
+    ties = {t.title.split(" · ")[0]: t for t in reporting.build_tables(
+        reporting.summarize(flat, 50), 50)}["Worst case"]
+    assert {r[1]: r[3] for r in ties.rows}["SHARE"].note == "every attack"
     text = reporting.render_markdown("e", [worst], None, 3)
     # t interval over 3 seeds (no per-user outcomes): 0.91 ± t(2, .975)·0.01/√3
     assert "0.9100 [0.8852, 0.9348] (clone)" in text
