@@ -324,11 +324,12 @@ def worst_case_table(ix: _Index, metric: str, title: str) -> Table | None:
                     cells += [None, None, None] + tail
                     continue
                 means = [rec[f"{metric}_mean"] for rec, _ in found]
-                rec, setting = found[int(np.argmax(means))]
+                top = int(np.argmax(means))
+                rec, setting = found[top]
                 worst = ix.value(rec, metric, with_stars=False)
                 # Several attacks at the top (e.g. all at 0): naming the first would single
                 # one out that is no worse than the others.
-                tied = sum(m == max(means) for m in means)
+                tied = sum(m == means[top] for m in means)
                 worst.note = ("every attack" if tied == len(found) > 1 else
                               _setting_label(setting, ix) + (f" and {tied - 1} more, tied"
                                                              if tied > 1 else ""))

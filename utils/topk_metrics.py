@@ -141,17 +141,16 @@ class TopKResult:
     target_gain: np.ndarray   # (n_real_users, n_targets)
 
 
-def eligible_pairs(seen, test, targets: np.ndarray,
-                   n_real_users: int) -> np.ndarray:
-    """(n_real_users, n_targets) bool: the user has not interacted with the target (neither
-    known nor held out)."""
+def eligible_pairs(interactions, targets: np.ndarray, n_real_users: int) -> np.ndarray:
+    """(n_real_users, n_targets) bool: the user has not interacted with the target in any of
+    ``interactions`` (objects with ``users`` and ``items``; an item of -1 stands for none)."""
     targets = np.asarray(targets, dtype=np.int64)
     rated = np.zeros((n_real_users, len(targets)), dtype=bool)
-    users = np.concatenate([seen.users, test.users])
-    items = np.concatenate([seen.items, test.items])
+    users = np.concatenate([np.asarray(i.users) for i in interactions])
+    items = np.concatenate([np.asarray(i.items) for i in interactions])
     col = np.full(int(max(items.max(initial=0), targets.max(initial=0))) + 1, -1)
     col[targets] = np.arange(len(targets))
-    j = col[items]
+    j = np.where(items >= 0, col[np.maximum(items, 0)], -1)
     keep = (j >= 0) & (users < n_real_users)
     rated[users[keep], j[keep]] = True
     return ~rated
@@ -170,7 +169,8 @@ def topk_metrics(model, seen, test, n_real_users: int,
     targets = np.zeros(0, dtype=np.int64) if targets is None else np.asarray(targets, np.int64)
     seen_idx = UserIndex.of(seen, n_real_users, device)
     test_idx = UserIndex.of(test, n_real_users, device)
-    eligible = torch.as_tensor(eligible_pairs(seen, test, targets, n_real_users), device=device)
+    eligible = torch.as_tensor(eligible_pairs((seen, test), targets, n_real_users),
+                               device=device)
     t = torch.as_tensor(targets, device=device)
     recall, ndcg = [], []
     t_hit, t_gain = [], []

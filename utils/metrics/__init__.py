@@ -22,11 +22,12 @@ have interacted with it nowhere — training, validation or the held-out set.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from ..topk_metrics import UserIndex, capped_ranks
+from ..topk_metrics import UserIndex, capped_ranks, eligible_pairs
 from .base import (INPUTS, ITEM_POPULARITY, LIST, LONG_TAIL, LOO, NONE, PROTOCOLS, RATIO,
                    TARGET_PAIRS, TEST_SET_RANKS, TOP_ITEMS, USER_MEAN, Evaluation, ListMetric,
                    Metric, Resample, TargetPairMetric, UserMeanMetric)
@@ -36,7 +37,7 @@ from .mrr import MRR
 from .ndcg import NDCG
 from .rating_error import TestMSE, TestRMSE
 from .recall import Recall, SetNDCG
-from .top_items import items_above
+from .top_items import pessimistic_top_k
 from .tail import Coverage, Gini, Head, TailHitRatio, TailShare, split_head
 from .target_hit_ratio import TargetHitRatio, TargetHitRatioAll
 from .target_ndcg import TargetNDCG
@@ -155,19 +156,10 @@ class Evaluator:
                                                                    minlength=self.n_users))])
         # Eligible (user, target) pairs: the real user has not interacted with the target at
         # all (known, held out as the test item, or in a ratio split's held-out set).
-        users = [seen.users, np.arange(len(split.test_items))]
-        items = [seen.items, split.test_items]
-        if test_set is not None and len(test_set):
-            users.append(test_set.users)
-            items.append(test_set.items)
-        users, items = np.concatenate(users), np.concatenate(items)
-        col = np.full(max(self.n_items, int(self.targets.max(initial=-1)) + 1), -1)
-        col[self.targets] = np.arange(len(self.targets))
-        j = np.where(items >= 0, col[np.maximum(items, 0)], -1)
-        keep = (j >= 0) & (users < self.n_users)
-        rated = np.zeros((self.n_users, len(self.targets)), dtype=bool)
-        rated[users[keep], j[keep]] = True
-        self.eligible = ~rated
+        loo_test = SimpleNamespace(users=np.arange(len(split.test_items)),
+                                   items=np.asarray(split.test_items))
+        held = [seen, loo_test] + ([test_set] if test_set is not None else [])
+        self.eligible = eligible_pairs(held, self.targets, self.n_users)
         # The held-out set by user, ranked when a metric needs it (ratio split).
         self.test_set = None
         if TEST_SET_RANKS in needs:
@@ -247,28 +239,6 @@ class Evaluator:
             if m.interval != NONE and not set(m.stored_keys()) <= set(stored):
                 stored.update(m.outcomes(ev))
         return EvalResult(values, ev.target_scores, ev.target_ranks, ev.eligible, stored)
-
-
-def pessimistic_top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """(U, k) int64: per row of ``scores`` (U, I; masked items −inf) the items whose
-    pessimistic rank is below k — those scoring strictly above the row's (k+1)-th best score
-    v_{k+1} — in item order (the metrics read the set), -1 after them.
-
-    Two passes, no sort and no loop over users: ``np.partition`` finds each row's v_{k+1}
-    (introselect, linear per row), and a compiled scan (``top_items.items_above``) lists the
-    items scoring above it. An item scoring above v_{k+1} has every score at
-    least as high among v_1 … v_k, so fewer than k others; one scoring at most v_{k+1} has at
-    least k others (v_1 … v_{k+1}); with at most k unmasked items v_{k+1} is −inf and every
-    unmasked item is listed. (It replaced a block-bound gather plus ``torch.topk``, 7.0 ms
-    inside an evaluation of ML-100K-sized scores; docs/performance.md.)"""
-    scores = np.asarray(scores)
-    n_users, n_items = scores.shape
-    if n_items <= k:
-        cut = np.full(n_users, -np.inf, dtype=scores.dtype)
-    else:
-        cut = np.partition(scores, n_items - k - 1, axis=1)[:, n_items - k - 1]
-    # At most k items score above v_{k+1}, so the lists never overflow.
-    return items_above(np.ascontiguousarray(scores), np.ascontiguousarray(cut), int(k))
 
 
 def prediction_shift(attacked: EvalResult, clean: EvalResult, max_rating: float) -> float:
